@@ -1,0 +1,51 @@
+"""Image datasets available offline, with fixed splits so that test images are never seen in training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from priorflow.errors import PriorflowError
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_SPLIT_SIZES = {"test": 200, "val": 100}  # the rest (1497 images) is "train"
+SPLITS = ("train", "val", "test")
+
+
+def digits_split_indices(seed: int = DIGITS_SPLIT_SEED) -> dict[str, list[int]]:
+    """Indices into scikit-learn's 1797 digits for each split, from one seeded permutation."""
+    order = np.random.default_rng(seed).permutation(1797).tolist()
+    n_test, n_val = DIGITS_SPLIT_SIZES["test"], DIGITS_SPLIT_SIZES["val"]
+    return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]), "train": sorted(order[n_test + n_val :])}
+
+
+def load_digits(split: str, image_size: int = 16) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8x8 digits of one split, bilinearly upsampled, as (N, 1, S, S) floats in [0, 1], with labels."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    if split not in SPLITS:
+        raise PriorflowError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    bunch = sk_digits()
+    index = digits_split_indices()[split]
+    images = torch.from_numpy(bunch.images[index]).float().div(16.0).unsqueeze(1)
+    if image_size != 8:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return images.clamp(0.0, 1.0), torch.from_numpy(bunch.target[index])
+
+
+def load_image_array(path: Path) -> Tensor:
+    """A training set stored as .npy of shape (N, C, H, W) or (N, H, W), uint8 or float in [0, 1]."""
+    array = np.load(path, allow_pickle=False)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or array.shape[2] != array.shape[3]:
+        raise PriorflowError(f"{path}: expected square images of shape (N, C, H, W) or (N, H, W), got {array.shape}")
+    data = torch.from_numpy(array)
+    data = data.float().div(255.0) if array.dtype == np.uint8 else data.float()
+    if not torch.isfinite(data).all() or data.min() < 0 or data.max() > 1:
+        raise PriorflowError(f"{path}: float images must be finite and in [0, 1]")
+    return data

@@ -1,0 +1,44 @@
+"""priorflow.solvers: diffusion-prior solvers for y = A(x) + n, in pure PyTorch.
+
+    prior = load_prior(path)
+    op = build_operator("super_resolution", prior.image_shape, seeds, factor=4)
+    y = build_noise("gaussian", sigma=0.05)(op(x), sample_generators(seeds))
+    result = build_solver("dmplug").solve(prior, InverseProblem(y, op), seeds)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from priorflow.errors import PriorflowError, unknown_name
+from priorflow.solvers.base import Solver, SolverResult, sample_generators
+from priorflow.solvers.dmplug import DMPlug, DMPlugBlind
+from priorflow.solvers.noise import build_noise
+from priorflow.solvers.operators import build_operator
+from priorflow.solvers.prior import DiffusionPrior, load_prior
+from priorflow.solvers.problem import InverseProblem, Objective, PerSampleLoss
+from priorflow.solvers.sampling import DDIM, DPS, MPGD
+from priorflow.solvers.stopping import ESWMV, Discrepancy, FixedIterations
+
+SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, MPGD, DPS, DDIM)}
+
+SolverConfig = Annotated[DMPlug | DMPlugBlind | MPGD | DPS | DDIM, Field(discriminator="name")]
+
+
+def build_solver(name: str, **params: Any) -> Solver:
+    """A solver by name with its options validated (errors name the bad field)."""
+    if name not in SOLVERS:
+        raise unknown_name("solver", name, list(SOLVERS))
+    try:
+        return TypeAdapter(SolverConfig).validate_python({"name": name, **params})
+    except ValidationError as exc:
+        raise PriorflowError(f"bad options for solver {name!r}: {exc}") from exc
+
+
+__all__ = [
+    "DDIM", "DPS", "MPGD", "DMPlug", "DMPlugBlind", "ESWMV", "Discrepancy", "FixedIterations", "DiffusionPrior",
+    "InverseProblem", "Objective", "PerSampleLoss", "Solver", "SolverConfig", "SolverResult", "SOLVERS",
+    "build_noise", "build_operator", "build_solver", "load_prior", "sample_generators",
+]

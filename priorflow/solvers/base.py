@@ -1,0 +1,129 @@
+"""The calling convention every solver shares, its result, and per-sample bookkeeping.
+
+`solver.solve(prior, problem, seeds)` restores a batch: `problem` is an InverseProblem (y, operator) or any
+per-sample Objective; `seeds` gives each sample its own random stream, so a sample's result does not depend on
+the other samples in its batch.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from priorflow.errors import PriorflowError, ShapeError
+from priorflow.solvers.prior import DiffusionPrior
+from priorflow.solvers.problem import FitKind, InverseProblem, Objective
+
+Callback = Callable[[int, Tensor, Tensor], None]
+"""callback(step, x, index): the current estimate x in [0, 1] of the samples at `index` (original positions)."""
+
+
+@dataclass
+class SolverResult:
+    """A restored batch. `trace` holds latent snapshots every k steps: (B, S, ...), NaN after a sample stopped."""
+
+    x: Tensor
+    latent: Tensor
+    iterations: Tensor
+    stop_reason: list[str]
+    seconds: Tensor
+    nfe: Tensor
+    trace: Tensor | None = None
+    trace_steps: list[int] = field(default_factory=list)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: the same seed gives the same numbers on CPU and CUDA."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
+    """(B, *shape) standard normal noise, row i drawn from generators[i]."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """Model space [-1, 1] to image space [0, 1]."""
+    return (x + 1.0) / 2.0
+
+
+class Recorder:
+    """Wall time attributed to the samples active in each step, network evaluations, and latent snapshots."""
+
+    def __init__(self, batch: int, trace_every: int, max_steps: int) -> None:
+        self.seconds = torch.zeros(batch, dtype=torch.float64)
+        self.nfe = torch.zeros(batch, dtype=torch.long)
+        self.trace_every = trace_every
+        self.trace_steps = list(range(trace_every, max_steps + 1, trace_every)) if trace_every > 0 else []
+        self.trace: Tensor | None = None
+        self._start = time.perf_counter()
+
+    def step(self, index: Tensor, nfe: int) -> None:
+        """Close a step in which the samples at `index` were computed together."""
+        now = time.perf_counter()
+        cpu_index = index.cpu()
+        self.seconds[cpu_index] += (now - self._start) / len(cpu_index)
+        self.nfe[cpu_index] += nfe
+        self._start = now
+
+    def snapshot(self, step: int, latent: Tensor, index: Tensor) -> None:
+        if not self.trace_every or step % self.trace_every or step // self.trace_every > len(self.trace_steps):
+            return
+        if self.trace is None:
+            self.trace = torch.full((len(self.seconds), len(self.trace_steps), *latent.shape[1:]), float("nan"))
+        self.trace[index.cpu(), step // self.trace_every - 1] = latent.detach().float().cpu()
+
+
+class Solver(BaseModel):
+    """Base of all solvers: a frozen, serialisable configuration with a `solve` method."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    data_fit: ClassVar[FitKind] = "norm"
+    needs_problem: ClassVar[bool] = True
+
+    trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
+
+    def solve(
+        self,
+        prior: DiffusionPrior,
+        problem: InverseProblem | Objective | None,
+        seeds: Sequence[int],
+        callback: Callback | None = None,
+    ) -> SolverResult:
+        objective = self._objective(prior, problem, seeds)
+        return self._solve(prior, objective, problem, list(seeds), callback)
+
+    def _objective(
+        self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: Sequence[int]
+    ) -> Objective | None:
+        if len(seeds) == 0:
+            raise PriorflowError("no samples: seeds is empty")
+        if problem is None:
+            if self.needs_problem:
+                raise PriorflowError(f"{self.name} needs measurements or a loss to fit")  # type: ignore[attr-defined]
+            return None
+        objective = problem.objective(self.data_fit) if isinstance(problem, InverseProblem) else problem
+        if isinstance(problem, InverseProblem):
+            if problem.operator.image_shape != prior.image_shape:
+                raise ShapeError(f"the operator works on images of shape {problem.operator.image_shape}, the prior on {prior.image_shape}")
+        if objective.batch_size != len(seeds):
+            raise ShapeError(f"{objective.batch_size} measurements but {len(seeds)} seeds: give one seed per sample")
+        return objective
+
+    @abstractmethod
+    def _solve(
+        self,
+        prior: DiffusionPrior,
+        objective: Objective | None,
+        problem: InverseProblem | Objective | None,
+        seeds: list[int],
+        callback: Callback | None,
+    ) -> SolverResult: ...

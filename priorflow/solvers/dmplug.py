@@ -1,0 +1,184 @@
+"""DMPlug (Wang et al., NeurIPS 2024): optimise the seed z of a few-step deterministic DDIM so that A(R(z)) fits y.
+
+R(z) is DDIM with eta = 0 over timesteps [666, 333, 0] (3 steps, 'leading' spacing), x0 clamped and epsilon
+re-derived at each step, output clamped: the official code's sampler. Adam on z (lr 1e-2) minimises the mean
+squared data fit of each sample. A stopping rule (ES-WMV by default) picks the iterate to return, per sample;
+a stopped sample leaves the batch, so it stops costing compute. The blind variant also learns each sample's
+blur kernel as a softmax over logits (non-negative, sums to 1), with its own learning rate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from priorflow.errors import PriorflowError
+from priorflow.solvers.base import Callback, Recorder, Solver, SolverResult, randn, sample_generators, to_unit
+from priorflow.solvers.diffusion import ddim_step
+from priorflow.solvers.operators import BlindBlur
+from priorflow.solvers.prior import DiffusionPrior
+from priorflow.solvers.problem import InverseProblem, MeasurementFit, Objective
+from priorflow.solvers.stopping import ESWMV, STOP_MAX_ITERS, STOP_NON_FINITE, StoppingRule
+
+
+def _compact_adam(optimizer: torch.optim.Adam, new_params: list[Tensor], keep: Tensor) -> torch.optim.Adam:
+    """The same Adam, restricted to the rows `keep` of every parameter (moments and step count carried over)."""
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [p]} for g, p in zip(optimizer.param_groups, new_params)]
+    compacted = torch.optim.Adam(groups)
+    for group, new in zip(optimizer.param_groups, new_params):
+        old_state = optimizer.state.get(group["params"][0])
+        if old_state:
+            compacted.state[new] = {
+                k: (v[keep] if k in ("exp_avg", "exp_avg_sq") else v) for k, v in old_state.items()
+            }
+    return compacted
+
+
+class DMPlug(Solver):
+    """DMPlug with a ground-truth-free stopping rule; see the module docstring."""
+
+    name: Literal["dmplug"] = "dmplug"
+    data_fit = "mse"
+
+    steps: int = Field(3, ge=1, le=1000, description="DDIM steps inside R(z).")
+    lr: float = Field(1e-2, gt=0.0)
+    max_iters: int = Field(1000, ge=1)
+    stopping: StoppingRule = ESWMV()
+    checkpointing: bool = Field(False, description="Recompute R(z)'s activations in backward to save memory.")
+
+    def reverse(self, prior: DiffusionPrior, z: Tensor) -> Tensor:
+        """R(z): deterministic DDIM from z (taken as x at the first timestep) to an image in [-1, 1]."""
+        timesteps = prior.schedule.ddim_timesteps(self.steps)
+        x = z
+        for i, t in enumerate(timesteps):
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            if self.checkpointing and torch.is_grad_enabled():
+                x0, eps = checkpoint(prior.denoise, x, t, use_reentrant=False)
+            else:
+                x0, eps = prior.denoise(x, t)
+            x = ddim_step(x0, eps, prior.schedule.alpha_bar(t_prev))
+        return x.clamp(-1.0, 1.0)
+
+    def _extra_parameters(self, problem: object, generators: list[torch.Generator], device: torch.device) -> dict[str, Tensor]:
+        return {}
+
+    def _loss(self, x: Tensor, objective: Objective, params: dict[str, Tensor]) -> Tensor:
+        return objective(x)
+
+    def _learning_rates(self) -> dict[str, float]:
+        return {"z": self.lr}
+
+    def _solve(
+        self,
+        prior: DiffusionPrior,
+        objective: Objective | None,
+        problem: InverseProblem | Objective | None,
+        seeds: list[int],
+        callback: Callback | None,
+    ) -> SolverResult:
+        assert objective is not None
+        if self.stopping.rule == "discrepancy" and not isinstance(problem, InverseProblem):
+            raise PriorflowError("the discrepancy principle needs measurements (an InverseProblem), not a custom loss")
+        device, n = prior.device, len(seeds)
+        generators = sample_generators(seeds)
+        params = {"z": randn(generators, prior.image_shape, device)}
+        params |= self._extra_parameters(problem, generators, device)
+        params = {k: v.requires_grad_(True) for k, v in params.items()}
+        rates = self._learning_rates()
+        optimizer = torch.optim.Adam([{"params": [p], "lr": rates[k]} for k, p in params.items()])
+        tracker = self.stopping.tracker()
+        recorder = Recorder(n, self.trace_every, self.max_iters - 1)
+        active = torch.arange(n)
+        out_x = torch.zeros(n, *prior.image_shape)
+        out_params = {k: torch.zeros(n, *v.shape[1:]) for k, v in params.items()}
+        iterations = torch.zeros(n, dtype=torch.long)
+        selected = torch.zeros(n, dtype=torch.long)
+        reasons = [""] * n
+
+        for it in range(self.max_iters):
+            x = to_unit(self.reverse(prior, params["z"]))
+            loss = self._loss(x, objective, params)
+            valid = torch.isfinite(loss)
+            stop = tracker.update(it, x, params, loss, valid)
+            reason = [tracker.reason if s else "" for s in stop.tolist()]
+            for row in (~valid).nonzero().flatten().tolist():
+                reason[row] = STOP_NON_FINITE
+            if it == self.max_iters - 1:
+                reason = [r or STOP_MAX_ITERS for r in reason]
+            if callback is not None:
+                callback(it, x.detach(), active)
+            recorder.snapshot(it, params["z"], active)
+            if it < self.max_iters - 1:
+                optimizer.zero_grad(set_to_none=True)
+                loss[valid].sum().backward()
+                optimizer.step()
+            recorder.step(active, nfe=self.steps)
+
+            done = torch.tensor([bool(r) for r in reason])
+            if done.any():
+                rows = done.nonzero().flatten()
+                targets = active[rows]
+                out_x[targets] = tracker.best_x[rows.to(device)].float().cpu()  # type: ignore[index]
+                for k in out_params:
+                    out_params[k][targets] = tracker.best_state[k][rows.to(device)].float().cpu()
+                selected[targets] = tracker.best_iteration[rows.to(device)].cpu()  # type: ignore[index]
+                iterations[targets] = it + 1
+                for row, target in zip(rows.tolist(), targets.tolist()):
+                    reasons[target] = reason[row]
+                keep = (~done).nonzero().flatten()
+                if keep.numel() == 0:
+                    break
+                keep_dev = keep.to(device)
+                active = active[keep]
+                objective = objective.take(keep_dev)
+                tracker.take(keep_dev)
+                params = {k: v.detach()[keep_dev].requires_grad_(True) for k, v in params.items()}
+                optimizer = _compact_adam(optimizer, list(params.values()), keep_dev)
+
+        extras = {"selected_iteration": selected} | {k: v for k, v in out_params.items() if k != "z"}
+        return SolverResult(
+            x=out_x.to(device),
+            latent=out_params["z"].to(device),
+            iterations=iterations,
+            stop_reason=reasons,
+            seconds=recorder.seconds,
+            nfe=recorder.nfe,
+            trace=recorder.trace,
+            trace_steps=recorder.trace_steps,
+            extras=extras,
+        )
+
+
+class DMPlugBlind(DMPlug):
+    """Blind deblurring: z and each sample's kernel logits w (k*k, N(0, 1) init) are optimised jointly;
+    the kernel is softmax(w), the forward model a zero-padded 'same' convolution (DMPlug's bid.py)."""
+
+    name: Literal["dmplug_blind"] = "dmplug_blind"  # type: ignore[assignment]
+    kernel_lr: float = Field(1e-1, gt=0.0)
+
+    def _extra_parameters(self, problem: object, generators: list[torch.Generator], device: torch.device) -> dict[str, Tensor]:
+        if not isinstance(problem, InverseProblem) or not isinstance(problem.operator, BlindBlur):
+            raise PriorflowError("dmplug_blind needs measurements of a blind_blur operator")
+        k = problem.operator.kernel_size
+        return {"kernel_logits": randn(generators, (k * k,), device)}
+
+    def _loss(self, x: Tensor, objective: Objective, params: dict[str, Tensor]) -> Tensor:
+        assert isinstance(objective, MeasurementFit) and isinstance(objective.operator, BlindBlur)
+        logits = params["kernel_logits"]
+        k = objective.operator.kernel_size
+        kernel = torch.softmax(logits, dim=1).view(-1, k, k)
+        return MeasurementFit(objective.y, objective.operator.with_kernel(kernel), "mse")(x)
+
+    def _learning_rates(self) -> dict[str, float]:
+        return {"z": self.lr, "kernel_logits": self.kernel_lr}
+
+    def _solve(self, prior, objective, problem, seeds, callback):  # type: ignore[override]
+        result = super()._solve(prior, objective, problem, seeds, callback)
+        k = problem.operator.kernel_size  # type: ignore[union-attr]
+        logits = result.extras.pop("kernel_logits")
+        result.extras["kernel"] = torch.softmax(logits, dim=1).view(-1, k, k)
+        return result

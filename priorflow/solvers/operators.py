@@ -1,0 +1,298 @@
+"""Forward operators A for y = A(x) + n, on batches of images in [0, 1] of shape (B, C, H, W).
+
+Operators are differentiable and device-agnostic (parameters follow the input's device). Random parameters are
+drawn once, when the operator is built: masks per sample from that sample's seed, blur kernels once per run
+from the operator's `seed`. `spec()` records everything needed to build the same operator again. Linear
+operators also give their adjoint.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from priorflow.errors import PriorflowError, ShapeError, unknown_name
+from priorflow.solvers.kernels import bicubic_matrix, gaussian_kernel, motion_kernel
+
+
+class Operator(ABC):
+    """A forward model. `take(index)` restricts per-sample parameters to a sub-batch."""
+
+    name: ClassVar[str]
+    linear: ClassVar[bool] = True
+
+    def __init__(self, image_shape: Sequence[int]) -> None:
+        self.image_shape = tuple(int(s) for s in image_shape)
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> Tensor: ...
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError(f"{self.name} is not linear and has no adjoint")
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]: ...
+
+    def take(self, index: Tensor) -> Operator:
+        return self
+
+    def measurement_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return tuple(self.forward(torch.zeros(batch, *self.image_shape, dtype=torch.float64)).shape)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ShapeError(f"{self.name} expects images of shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
+        return self.forward(x)
+
+
+class Identity(Operator):
+    """Denoising: y = x + n."""
+
+    name = "identity"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class SuperResolution(Operator):
+    """Downsampling by an integer factor: antialiased bicubic (as DPS/DMPlug) or average pooling."""
+
+    name = "super_resolution"
+    methods = ("bicubic", "avgpool")
+
+    def __init__(self, image_shape: Sequence[int], factor: int = 4, method: str = "bicubic") -> None:
+        super().__init__(image_shape)
+        _, h, w = self.image_shape
+        if method not in self.methods:
+            raise PriorflowError(f"super_resolution method must be one of {self.methods}, got {method!r}")
+        if factor < 1 or h % factor or w % factor:
+            raise PriorflowError(f"super_resolution factor {factor} must divide the image size {h}x{w}")
+        self.factor, self.method = factor, method
+        self._rows = bicubic_matrix(h, h // factor).float()
+        self._cols = bicubic_matrix(w, w // factor).float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.method == "avgpool":
+            return F.avg_pool2d(x, self.factor)
+        rows, cols = self._rows.to(x), self._cols.to(x)
+        return rows @ x @ cols.T
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        if self.method == "avgpool":
+            f = self.factor
+            return y.repeat_interleave(f, -2).repeat_interleave(f, -1) / f**2
+        rows, cols = self._rows.to(y), self._cols.to(y)
+        return rows.T @ y @ cols
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "factor": self.factor, "method": self.method}
+
+
+class Inpainting(Operator):
+    """y = x * M with a per-sample mask M (1 = observed), shared by the channels."""
+
+    name = "inpainting"
+    masks = ("random", "box")
+
+    def __init__(self, image_shape: Sequence[int], mask: Tensor, params: dict[str, Any]) -> None:
+        super().__init__(image_shape)
+        self.mask, self.params = mask, params
+
+    @classmethod
+    def create(
+        cls, image_shape: Sequence[int], sample_seeds: Sequence[int], mask: str = "random", fraction: float = 0.7
+    ) -> Inpainting:
+        """`random`: `fraction` of the pixels missing; `box`: a missing box of `fraction` of each side."""
+        _, h, w = image_shape
+        if mask not in cls.masks:
+            raise PriorflowError(f"inpainting mask must be one of {cls.masks}, got {mask!r}")
+        if not 0.0 <= fraction < 1.0:
+            raise PriorflowError(f"inpainting fraction must be in [0, 1), got {fraction}")
+        masks = []
+        for seed in sample_seeds:
+            g = torch.Generator().manual_seed(int(seed))
+            m = torch.ones(h * w)
+            if mask == "random":
+                m[torch.randperm(h * w, generator=g)[: int(h * w * fraction)]] = 0.0
+                m = m.view(h, w)
+            else:
+                bh, bw = round(h * fraction), round(w * fraction)
+                top = int(torch.randint(0, h - bh + 1, (), generator=g))
+                left = int(torch.randint(0, w - bw + 1, (), generator=g))
+                m = m.view(h, w)
+                m[top : top + bh, left : left + bw] = 0.0
+            masks.append(m)
+        return cls(image_shape, torch.stack(masks)[:, None], {"mask": mask, "fraction": fraction})
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mask.shape[0] not in (1, x.shape[0]):
+            raise ShapeError(f"inpainting holds masks for {self.mask.shape[0]} samples, got a batch of {x.shape[0]}")
+        return x * self.mask.to(x)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return y * self.mask.to(y)
+
+    def take(self, index: Tensor) -> Inpainting:
+        return Inpainting(self.image_shape, self.mask[index.cpu()], self.params)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+def _reflect_pad_adjoint(z: Tensor, pad: int) -> Tensor:
+    """Adjoint of F.pad(x, (pad,) * 4, mode='reflect'): fold the mirrored borders back onto the image."""
+    for dim in (-1, -2):
+        n = z.shape[dim] - 2 * pad
+        inner = z.narrow(dim, pad, n).clone()
+        left = z.narrow(dim, 0, pad).flip(dim)
+        right = z.narrow(dim, pad + n, pad).flip(dim)
+        inner.narrow(dim, 1, pad).add_(left)
+        inner.narrow(dim, n - 1 - pad, pad).add_(right)
+        z = inner
+    return z
+
+
+class Blur(Operator):
+    """Convolution with one fixed kernel for all samples, reflection-padded as in DPS."""
+
+    name = "blur"
+
+    def __init__(self, image_shape: Sequence[int], kernel: Tensor, params: dict[str, Any]) -> None:
+        super().__init__(image_shape)
+        size = kernel.shape[-1]
+        if size % 2 == 0 or size // 2 >= min(self.image_shape[1:]):
+            raise PriorflowError(
+                f"{params['name']} kernel_size {size} must be odd with kernel_size // 2 < image side {min(self.image_shape[1:])}"
+            )
+        self.kernel, self.params = kernel.float(), params
+        self.pad = size // 2
+
+    def _weight(self, like: Tensor) -> Tensor:
+        return self.kernel.to(like).expand(like.shape[1], 1, *self.kernel.shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return F.conv2d(padded, self._weight(x), groups=x.shape[1])
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return _reflect_pad_adjoint(F.conv_transpose2d(y, self._weight(y), groups=y.shape[1]), self.pad)
+
+    def spec(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+def blind_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
+    """Zero-padded 'same' convolution of each sample with its own kernel (B or 1, k, k), as DMPlug's blind_blur.
+
+    An even kernel pads one pixel less on the left/top than on the right/bottom, as PyTorch's padding='same'.
+    """
+    b, c, h, w = x.shape
+    k = kernel.shape[-1]
+    left, right = (k - 1) // 2, k - 1 - (k - 1) // 2
+    if adjoint:
+        left, right, kernel = right, left, kernel.flip(-1, -2)
+    weight = kernel.to(x).expand(b, k, k).repeat_interleave(c, 0)[:, None]
+    padded = F.pad(x, (left, right, left, right)).reshape(1, b * c, h + k - 1, w + k - 1)
+    return F.conv2d(padded, weight, groups=b * c).reshape(b, c, h, w)
+
+
+class BlindBlur(Operator):
+    """Zero-padded 'same' blur with a kernel that the solver does not know (blind deblurring).
+
+    The kernel, when given, is the one used to simulate measurements; blind solvers estimate their own.
+    """
+
+    name = "blind_blur"
+
+    def __init__(self, image_shape: Sequence[int], kernel_size: int, kernel: Tensor | None, params: dict[str, Any]) -> None:
+        super().__init__(image_shape)
+        if not 1 <= kernel_size <= min(self.image_shape[1:]):
+            raise PriorflowError(f"blind_blur kernel_size {kernel_size} must be between 1 and the image size")
+        self.kernel_size, self.kernel, self.params = kernel_size, kernel, params
+
+    def with_kernel(self, kernel: Tensor) -> BlindBlur:
+        return BlindBlur(self.image_shape, self.kernel_size, kernel, self.params)
+
+    def _known_kernel(self) -> Tensor:
+        if self.kernel is None:
+            raise PriorflowError("blind_blur has no kernel: it is unknown, use a blind solver (dmplug_blind)")
+        return self.kernel
+
+    def forward(self, x: Tensor) -> Tensor:
+        return blind_conv(x, self._known_kernel())
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return blind_conv(y, self._known_kernel(), adjoint=True)
+
+    def take(self, index: Tensor) -> BlindBlur:
+        if self.kernel is None or self.kernel.shape[0] == 1:
+            return self
+        return self.with_kernel(self.kernel[index.cpu()])
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kernel_size": self.kernel_size, **self.params}
+
+
+def _gaussian_blur(image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61, sigma: float = 3.0) -> Blur:
+    params = {"name": "gaussian_blur", "kernel_size": kernel_size, "sigma": sigma}
+    return Blur(image_shape, gaussian_kernel(kernel_size, sigma), params)
+
+
+def _motion_blur(
+    image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61, intensity: float = 0.5, seed: int = 0
+) -> Blur:
+    params = {"name": "motion_blur", "kernel_size": kernel_size, "intensity": intensity, "seed": seed}
+    return Blur(image_shape, motion_kernel(kernel_size, intensity, torch.Generator().manual_seed(seed)), params)
+
+
+def _blind_blur(
+    image_shape: Sequence[int],
+    sample_seeds: Sequence[int],
+    kernel_size: int = 64,
+    kernel: str | None = None,
+    sigma: float = 3.0,
+    intensity: float = 0.5,
+    seed: int = 0,
+) -> BlindBlur:
+    """`kernel=None` for real data (unknown kernel); 'gaussian' or 'motion' to simulate measurements."""
+    if kernel is None:
+        return BlindBlur(image_shape, kernel_size, None, {"kernel": None})
+    if kernel == "gaussian":
+        k, params = gaussian_kernel(kernel_size, sigma), {"kernel": kernel, "sigma": sigma}
+    elif kernel == "motion":
+        k = motion_kernel(kernel_size, intensity, torch.Generator().manual_seed(seed))
+        params = {"kernel": kernel, "intensity": intensity, "seed": seed}
+    else:
+        raise PriorflowError(f"blind_blur kernel must be 'gaussian', 'motion' or None, got {kernel!r}")
+    return BlindBlur(image_shape, kernel_size, k.float()[None], params)
+
+
+OPERATORS: dict[str, Callable[..., Operator]] = {
+    "identity": lambda image_shape, sample_seeds: Identity(image_shape),
+    "super_resolution": lambda image_shape, sample_seeds, **p: SuperResolution(image_shape, **p),
+    "inpainting": Inpainting.create,
+    "gaussian_blur": _gaussian_blur,
+    "motion_blur": _motion_blur,
+    "blind_blur": _blind_blur,
+}
+
+
+def build_operator(name: str, image_shape: Sequence[int], sample_seeds: Sequence[int], **params: Any) -> Operator:
+    """Build a registered operator; per-sample random parameters come from `sample_seeds`."""
+    if name not in OPERATORS:
+        raise unknown_name("operator", name, list(OPERATORS))
+    try:
+        return OPERATORS[name](image_shape, sample_seeds, **params)
+    except TypeError as exc:
+        raise PriorflowError(f"bad parameters for operator {name!r}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Training priorflow's own small diffusion priors."""
