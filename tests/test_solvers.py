@@ -135,3 +135,12 @@ def test_bad_input_is_named(tiny_prior):
         build_solver("dps", steps=2).solve(tiny_prior, InverseProblem(torch.zeros(3, 3, 8, 8), op3), SEEDS)
     with pytest.raises(PriorflowError, match="needs measurements or a loss"):
         build_solver("dps").solve(tiny_prior, None, [1])
+
+
+def test_device_resolution():
+    from priorflow.solvers.device import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PriorflowError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -20,6 +20,11 @@ from priorflow.errors import PriorflowError, ShapeError, unknown_name
 from priorflow.solvers.kernels import bicubic_matrix, gaussian_kernel, motion_kernel
 
 
+def _follow(tensor: Tensor, like: Tensor) -> Tensor:
+    """A parameter on the input's device and dtype (a no-op once it is there)."""
+    return tensor.to(device=like.device, dtype=like.dtype)
+
+
 class Operator(ABC):
     """A forward model. `take(index)` restricts per-sample parameters to a sub-batch."""
 
@@ -79,20 +84,22 @@ class SuperResolution(Operator):
         if factor < 1 or h % factor or w % factor:
             raise PriorflowError(f"super_resolution factor {factor} must divide the image size {h}x{w}")
         self.factor, self.method = factor, method
-        self._rows = bicubic_matrix(h, h // factor).float()
-        self._cols = bicubic_matrix(w, w // factor).float()
+        self._rows = bicubic_matrix(h, h // factor)
+        self._cols = bicubic_matrix(w, w // factor)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.method == "avgpool":
             return F.avg_pool2d(x, self.factor)
-        rows, cols = self._rows.to(x), self._cols.to(x)
+        self._rows, self._cols = self._rows.to(x.device), self._cols.to(x.device)
+        rows, cols = _follow(self._rows, x), _follow(self._cols, x)
         return rows @ x @ cols.T
 
     def adjoint(self, y: Tensor) -> Tensor:
         if self.method == "avgpool":
             f = self.factor
             return y.repeat_interleave(f, -2).repeat_interleave(f, -1) / f**2
-        rows, cols = self._rows.to(y), self._cols.to(y)
+        self._rows, self._cols = self._rows.to(y.device), self._cols.to(y.device)
+        rows, cols = _follow(self._rows, y), _follow(self._cols, y)
         return rows.T @ y @ cols
 
     def spec(self) -> dict[str, Any]:
@@ -138,10 +145,11 @@ class Inpainting(Operator):
     def forward(self, x: Tensor) -> Tensor:
         if self.mask.shape[0] not in (1, x.shape[0]):
             raise ShapeError(f"inpainting holds masks for {self.mask.shape[0]} samples, got a batch of {x.shape[0]}")
-        return x * self.mask.to(x)
+        self.mask = self.mask.to(x.device)
+        return x * _follow(self.mask, x)
 
     def adjoint(self, y: Tensor) -> Tensor:
-        return y * self.mask.to(y)
+        return self.forward(y)
 
     def take(self, index: Tensor) -> Inpainting:
         return Inpainting(self.image_shape, self.mask[index.cpu()], self.params)
@@ -179,7 +187,8 @@ class Blur(Operator):
         self.pad = size // 2
 
     def _weight(self, like: Tensor) -> Tensor:
-        return self.kernel.to(like).expand(like.shape[1], 1, *self.kernel.shape)
+        self.kernel = self.kernel.to(like.device)
+        return _follow(self.kernel, like).expand(like.shape[1], 1, *self.kernel.shape)
 
     def forward(self, x: Tensor) -> Tensor:
         padded = F.pad(x, (self.pad,) * 4, mode="reflect")
@@ -202,7 +211,7 @@ def blind_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
     left, right = (k - 1) // 2, k - 1 - (k - 1) // 2
     if adjoint:
         left, right, kernel = right, left, kernel.flip(-1, -2)
-    weight = kernel.to(x).expand(b, k, k).repeat_interleave(c, 0)[:, None]
+    weight = _follow(kernel, x).expand(b, k, k).repeat_interleave(c, 0)[:, None]
     padded = F.pad(x, (left, right, left, right)).reshape(1, b * c, h + k - 1, w + k - 1)
     return F.conv2d(padded, weight, groups=b * c).reshape(b, c, h, w)
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from priorflow.errors import PriorLoadError, ShapeError
+from priorflow.solvers.device import resolve_device
 from priorflow.solvers.diffusion import NoiseSchedule, predict_eps, predict_x0
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -112,8 +113,8 @@ def _schedule(root: Path) -> NoiseSchedule:
     return NoiseSchedule.from_alphas_cumprod(scheduler.alphas_cumprod, config.get("beta_schedule", "linear"))
 
 
-def load_prior(path: str | Path, device: torch.device | str = "cpu") -> DiffusionPrior:
-    """Load a diffusers UNet2DModel folder as a prior, in eval mode with frozen weights."""
+def load_prior(path: str | Path, device: torch.device | str = "auto") -> DiffusionPrior:
+    """Load a diffusers UNet2DModel folder as a prior, in eval mode with frozen weights, on `device` (auto: CUDA if any)."""
     from diffusers.models.unets.unet_2d import UNet2DModel
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -140,7 +141,7 @@ def load_prior(path: str | Path, device: torch.device | str = "cpu") -> Diffusio
     if int(config["out_channels"]) not in (channels, 2 * channels):
         raise PriorLoadError(f"{folder}: out_channels must be in_channels or twice it (learned variance)")
     metadata = _read_json(root / METADATA_FILE) if (root / METADATA_FILE).is_file() else {}
-    network.eval().requires_grad_(False).to(device)
+    network.eval().requires_grad_(False).to(resolve_device(device))
     identity = {
         "path": str(root.resolve()),
         "name": metadata.get("name", root.name),

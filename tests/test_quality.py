@@ -1,0 +1,64 @@
+"""The bundled trained prior: it is small, records its split, samples digits, and lets every solver beat the
+classical baseline on held-out images it never saw."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.svm import SVC
+
+from conftest import BUNDLED_PRIOR
+from priorflow.datasets import digits_split_indices, load_digits
+from priorflow.presets import classical_baseline, simulate
+from priorflow.solvers import ESWMV, build_solver
+from priorflow.solvers.metrics import psnr
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_prior_is_small_and_records_its_held_out_split(digits_prior):
+    size = sum(f.stat().st_size for f in BUNDLED_PRIOR.iterdir())
+    assert size <= 10 * 2**20
+    held_out = digits_prior.identity["metadata"]["data"]["held_out"]
+    split = digits_split_indices()
+    assert held_out == {"test": split["test"], "val": split["val"]}
+    assert not set(split["train"]) & (set(split["test"]) | set(split["val"]))
+
+
+def _features(images: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(images, 2).flatten(1).numpy()
+
+
+def test_ddim_samples_are_in_distribution(digits_prior):
+    """A classifier fitted on the training digits is about as confident on samples as on real held-out digits."""
+    train, labels = load_digits("train", 16)
+    classifier = SVC(probability=True, random_state=0).fit(_features(train), labels.numpy())
+    samples = build_solver("ddim", steps=50).solve(digits_prior, None, list(range(64))).x
+    test, _ = load_digits("test", 16)
+    noise = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def confidence(images: torch.Tensor) -> float:
+        return float(classifier.predict_proba(_features(images)).max(1).mean())
+
+    assert confidence(noise) < 0.5
+    assert confidence(samples) > 0.75
+    assert confidence(samples) > confidence(test) - 0.15
+    assert len(set(classifier.predict(_features(samples)).tolist())) >= 8  # not one mode
+
+
+SOLVERS = [
+    ("sr_x4", "dps", {"steps": 100, "eta": 1.0, "scale": 2.0}),
+    ("sr_x4", "mpgd", {"steps": 50, "scale": 4.0}),
+    ("sr_x4", "dmplug", {"max_iters": 200, "stopping": ESWMV(window=20, patience=50)}),
+    ("inpaint_70", "mpgd", {"steps": 50, "scale": 4.0}),
+    ("inpaint_70", "dmplug", {"max_iters": 200, "stopping": ESWMV(window=20, patience=50)}),
+]
+
+
+@pytest.mark.parametrize(("task", "solver", "options"), SOLVERS)
+def test_solver_beats_the_classical_baseline(digits_prior, task, solver, options):
+    x, _ = load_digits("test", 16)
+    x, seeds = x[:8], list(range(8))
+    problem = simulate(task, x, seeds)
+    baseline = float(psnr(classical_baseline(task, problem.y), x).mean())
+    result = build_solver(solver, **options).solve(digits_prior, problem, seeds)
+    assert float(psnr(result.x, x).mean()) > baseline + 1.0
