@@ -75,7 +75,7 @@ class Recorder:
         self._start = now
 
     def snapshot(self, step: int, latent: Tensor, index: Tensor) -> None:
-        if not self.trace_every or step % self.trace_every or step // self.trace_every > len(self.trace_steps):
+        if not self.trace_every or step <= 0 or step % self.trace_every or step // self.trace_every > len(self.trace_steps):
             return
         if self.trace is None:
             self.trace = torch.full((len(self.seconds), len(self.trace_steps), *latent.shape[1:]), float("nan"))

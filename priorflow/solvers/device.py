@@ -11,7 +11,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA when available; an explicit device that is not available is an error, not a fallback."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise PriorflowError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise PriorflowError(f"device {device!r} requested but CUDA is not available here")
     return resolved
