@@ -4,7 +4,7 @@ classical baseline on held-out images it never saw."""
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.svm import SVC
+from sklearn.linear_model import LogisticRegression
 
 from conftest import BUNDLED_PRIOR
 from priorflow.datasets import digits_split_indices, load_digits
@@ -31,22 +31,25 @@ def _features(images: torch.Tensor) -> torch.Tensor:
 def test_ddim_samples_are_in_distribution(digits_prior):
     """A classifier fitted on the training digits is about as confident on samples as on real held-out digits."""
     train, labels = load_digits("train", 16)
-    classifier = SVC(probability=True, random_state=0).fit(_features(train), labels.numpy())
+    classifier = LogisticRegression(C=0.1, max_iter=3000).fit(_features(train), labels.numpy())
     samples = build_solver("ddim", steps=50).solve(digits_prior, None, list(range(64))).x
     test, _ = load_digits("test", 16)
     noise = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    blobs = F.avg_pool2d(noise, 5, 1, 2)  # smooth non-digits, what an undertrained prior draws
 
     def confidence(images: torch.Tensor) -> float:
         return float(classifier.predict_proba(_features(images)).max(1).mean())
 
-    assert confidence(noise) < 0.5
-    assert confidence(samples) > 0.75
-    assert confidence(samples) > confidence(test) - 0.15
+    # measured: samples 0.68, real test digits 0.69, noise 0.24, blobs 0.30
+    assert confidence(noise) < 0.4 and confidence(blobs) < 0.4
+    assert confidence(samples) > 0.55
+    assert confidence(samples) > confidence(test) - 0.1
     assert len(set(classifier.predict(_features(samples)).tolist())) >= 8  # not one mode
 
 
 SOLVERS = [
-    ("sr_x4", "dps", {"steps": 100, "eta": 1.0, "scale": 2.0}),
+    ("sr_x4", "dps", {"steps": 100, "eta": 1.0, "scale": 4.0}),
+    ("inpaint_70", "dps", {"steps": 100, "eta": 1.0, "scale": 4.0}),
     ("sr_x4", "mpgd", {"steps": 50, "scale": 4.0}),
     ("sr_x4", "dmplug", {"max_iters": 200, "stopping": ESWMV(window=20, patience=50)}),
     ("inpaint_70", "mpgd", {"steps": 50, "scale": 4.0}),
