@@ -3,23 +3,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench s3
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.14.1 with torchvision 0.29.1 (LPIPS needs torchvision); on these machines both come from local disk
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
+# the main job: held-out digits -> local Zarr -> restore flow on a local Dask cluster -> summary and grid
 demo: $(STAMP)
-	$(VENV)/bin/priorflow demo
+	OMP_NUM_THREADS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/priorflow demo
 
-test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+# a real S3 server for the tests: Ceph radosgw from Debian's packages (needs root for apt)
+s3:
+	bash scripts/local-s3.sh install
+
+test: $(STAMP) s3
+	PRIORFLOW_REQUIRE_S3=1 OMP_NUM_THREADS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=$(CURDIR)/.prefect-test \
+		$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	for task in sr_x4 inpaint_70 deblur_gauss; do $(PY) benchmarks/solvers.py run --task $$task || exit 1; done
+	for task in sr_x4 inpaint_70 deblur_gauss; do OMP_NUM_THREADS=1 $(PY) benchmarks/solvers.py run --task $$task || exit 1; done
 	$(PY) benchmarks/solvers.py load-time
 	$(PY) benchmarks/solvers.py report

@@ -11,6 +11,7 @@ the classical baseline, DDIM (prior only), DPS, MPGD, DMPlug with ES-WMV, and DM
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import subprocess
@@ -20,15 +21,17 @@ from pathlib import Path
 import torch
 import typer
 
+from priorflow.bundled import BUNDLED_PRIORS
 from priorflow.presets import DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
-PRIOR = ROOT / "priorflow" / "assets" / "priors" / "digits16"
+PRIOR = BUNDLED_PRIORS["digits16"]
 
-SCALES = {"dps": [0.125, 0.25, 0.5, 1.0, 2.0], "mpgd": [1.0, 2.0, 4.0, 8.0, 16.0]}
+SCALES = {"dps": [0.25, 0.5, 1.0], "mpgd": [1.0, 2.0, 4.0, 8.0, 16.0]}
 DMPLUG_LRS = [1e-2, 3e-2]
 ES_GRID = [(w, p) for w in (10, 20, 50) for p in (25, 50, 100, 200)]
+CAPS = [150, 300, DMPLUG_CAP]  # the iteration cap is tuned too: where ES-WMV never fires, it is the stop
 
 app = typer.Typer(add_completion=False)
 
@@ -75,8 +78,8 @@ class OracleTracker:
                 self.trajectory[i].append(x[row].clone())
 
 
-def _replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, window: int, patience: int) -> float:
-    """Mean PSNR of the iterates ES-WMV(window, patience) would return on recorded trajectories."""
+def _replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, window: int, patience: int, cap: int) -> float:
+    """Mean PSNR of the iterates ES-WMV(window, patience) capped at `cap` would return on recorded trajectories."""
     from priorflow.solvers.metrics import psnr
     from priorflow.solvers.stopping import WindowedVarianceTracker
 
@@ -84,7 +87,7 @@ def _replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, wind
     for traj in trajectories:
         tracker = WindowedVarianceTracker(window, patience)
         valid = torch.ones(1, dtype=torch.bool)
-        for it, x in enumerate(traj):
+        for it, x in enumerate(traj[:cap]):
             if tracker.update(it, x[None], {}, torch.zeros(1), valid)[0]:
                 break
         chosen.append(tracker.best_x[0])
@@ -108,13 +111,13 @@ def _tune(task: str, n_val: int, log) -> dict:
     for lr in DMPLUG_LRS:
         oracle = OracleTracker(truth, keep_trajectory=True)
         build_solver("dmplug", lr=lr, max_iters=DMPLUG_CAP, stopping=FixedIterations()).solve(prior, problem, seeds, callback=oracle)
-        for window, patience in ES_GRID:
-            dmplug[(lr, window, patience)] = _replay_es(oracle.trajectory, truth, window, patience)
+        for (window, patience), cap in itertools.product(ES_GRID, CAPS):
+            dmplug[(lr, window, patience, cap)] = _replay_es(oracle.trajectory, truth, window, patience, cap)
         log(f"  val {task} dmplug lr={lr}: oracle {float(oracle.best_psnr.mean()):.2f} dB, best ES "
             f"{max(v for k, v in dmplug.items() if k[0] == lr):.2f} dB")
-    lr, window, patience = max(dmplug, key=dmplug.get)
-    tuned["dmplug"] = {"lr": lr, "window": window, "patience": patience,
-                       "val_psnr": {f"lr={k[0]} W={k[1]} P={k[2]}": v for k, v in dmplug.items()}}
+    lr, window, patience, cap = max(dmplug, key=dmplug.get)
+    tuned["dmplug"] = {"lr": lr, "window": window, "patience": patience, "max_iters": cap,
+                       "val_psnr": {f"lr={k[0]} W={k[1]} P={k[2]} cap={k[3]}": v for k, v in dmplug.items()}}
     return tuned
 
 
@@ -143,7 +146,7 @@ def run(task: str = typer.Option(..., help=f"One of {', '.join(TASKS)}"), n_test
     full = solvers["dmplug"].model_copy(update={"stopping": FixedIterations()})
     result = full.solve(prior, problem, seeds, callback=oracle)
     rows["dmplug_oracle"] = _scores(oracle.best_x, truth, result.seconds)
-    log(f"test {task} dmplug oracle over {DMPLUG_CAP} iterations: {rows['dmplug_oracle']['psnr']:.2f} dB")
+    log(f"test {task} dmplug oracle over {full.max_iters} iterations: {rows['dmplug_oracle']['psnr']:.2f} dB")
     OUT.mkdir(parents=True, exist_ok=True)
     record = {"task": task, "operator": TASKS[task]["operator"], "noise": NOISE, "baseline": TASKS[task]["baseline"],
               "n_test": n_test, "n_val": n_val, "tuned": tuned, "results": rows, "threads": threads,
@@ -173,7 +176,7 @@ def report() -> None:
     """Assemble benchmarks/out/*.json into the solver section of benchmarks/RESULTS.md."""
     labels = {"baseline": "classical baseline", "ddim": f"DDIM, {DDIM_STEPS} steps (prior only, ignores y)",
               "dps": f"DPS, DDPM {DPS_STEPS} steps", "mpgd": f"MPGD w/o projection, {MPGD_STEPS} DDIM steps, eta 0.5",
-              "dmplug": "DMPlug + ES-WMV (deployable)", "dmplug_oracle": f"DMPlug best of {DMPLUG_CAP} iterates (**oracle**: picked with the ground truth)"}
+              "dmplug": "DMPlug + ES-WMV (deployable)", "dmplug_oracle": "DMPlug best iterate of the same capped run (**oracle**: picked with the ground truth)"}
     lines = [
         "## Solvers on the bundled digits prior", "",
         "Made by `make bench`, i.e. `python benchmarks/solvers.py run --task T` for T in sr_x4, inpaint_70, deblur_gauss,",
@@ -196,7 +199,7 @@ def report() -> None:
                   f"### {rec['task']}: {rec['operator'][0]} {rec['operator'][1]}, noise {rec['noise'][0]} {rec['noise'][1]}", "",
                   f"{rec['n_test']} test images (one seed each, seeds 0..{rec['n_test'] - 1}); tuned on {rec['n_val']} validation images: "
                   f"DPS scale {t['dps']['scale']}, MPGD scale {t['mpgd']['scale']}, DMPlug lr {t['dmplug']['lr']}, "
-                  f"ES-WMV W={t['dmplug']['window']} P={t['dmplug']['patience']}, cap {DMPLUG_CAP} iterations. "
+                  f"ES-WMV W={t['dmplug']['window']} P={t['dmplug']['patience']}, cap {t['dmplug']['max_iters']} iterations. "
                   f"Baseline: {rec['baseline']}.", "",
                   "| method | PSNR (dB) | SSIM | LPIPS | s / image |", "|---|---|---|---|---|"]
         for key, label in labels.items():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from priorflow.errors import PriorflowError
 
-BUNDLED_PRIOR = Path(__file__).resolve().parent / "assets" / "priors" / "digits16"
+if TYPE_CHECKING:
+    from priorflow.config import RunConfig
 
 app = typer.Typer(help="Restore image and volume datasets with pretrained diffusion priors.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
@@ -57,17 +60,18 @@ def train(
 
 
 @app.command()
-def demo(
+def compare(
     task: str = typer.Option("sr_x4", help="Degradation preset: sr_x4, inpaint_70 or deblur_gauss."),
     solvers: str = typer.Option("mpgd,dps,dmplug", help="Comma-separated solvers to compare."),
     count: int = typer.Option(8, min=1, max=200, help="Held-out test digits to restore (of 200)."),
-    out: Path = typer.Option(Path("priorflow-demo"), help="Folder for the PNG grid."),
+    out: Path = typer.Option(Path("priorflow-compare"), help="Folder for the PNG grid."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
 ) -> None:
-    """Restore held-out digits with the bundled prior, print PSNR/SSIM per solver and write a PNG grid."""
+    """Compare solvers on held-out digits with the bundled prior: PSNR/SSIM per solver and a PNG grid."""
     from rich.table import Table
 
+    from priorflow.bundled import prior_path
     from priorflow.datasets import load_digits
     from priorflow.presets import TUNED, classical_baseline, simulate, solver_options, task as task_preset
     from priorflow.solvers import build_solver, load_prior
@@ -80,7 +84,7 @@ def demo(
         preset = task_preset(task)
         names = [n.strip() for n in solvers.split(",") if n.strip()]
         built = {n: build_solver(n, **solver_options(n, TUNED[task].get(n, {}))) for n in names}
-        prior = load_prior(BUNDLED_PRIOR, device)
+        prior = load_prior(prior_path("digits16"), device)
         x, _ = load_digits("test", prior.image_size)
         x, seeds = x[:count].to(prior.device), list(range(count))
         problem = simulate(task, x, seeds)
@@ -100,6 +104,169 @@ def demo(
         table.add_row(name, f"{m['psnr'].mean():.2f}", f"{m['ssim'].mean():.3f}", f"{result.seconds.mean():.2f}")
     Console().print(table)
     console.print(f"grid (truth, baseline, {', '.join(built)}) written to {save_grid(columns, out / f'{task}.png')}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("priorflow-demo"), help="Local folder for the input array, the output group and the grid."),
+    task: str = typer.Option("sr_x4", help="Degradation preset: sr_x4, inpaint_70 or deblur_gauss."),
+    solver: str = typer.Option("dmplug", help="dmplug, mpgd, dps or ddim, with the benchmark's tuned options."),
+    count: int = typer.Option(32, min=1, max=200, help="Held-out test digits to restore."),
+    workers: int = typer.Option(2, min=1, help="Local Dask workers."),
+) -> None:
+    """The main job on embedded defaults: held-out digits -> local Zarr -> restore flow on a local Dask cluster.
+
+    Benchmark mode: the digits are degraded as the task says (seeded per sample), restored with the bundled prior,
+    and scored; rerunning resumes (finished shards are skipped).
+    """
+    from priorflow.datasets import write_digits_array
+    from priorflow.flows.restore import ClusterConfig, run_restore
+    from priorflow.presets import NOISE, TUNED, solver_options, task as task_preset
+    from priorflow.storage.outputs import OutputGroup
+    from priorflow.viz import output_grid
+
+    try:
+        operator, params = task_preset(task)["operator"]
+        options = solver_options(solver, TUNED[task].get(solver, {}))
+        out.mkdir(parents=True, exist_ok=True)
+        config = _run_config(None, {
+            "input": write_digits_array(str(out / "input.zarr"), "test", count), "output": str(out / f"{task}.zarr"),
+            "mode": "benchmark", "prior": "digits16", "operator": {"name": operator, "params": params},
+            "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
+        })
+        summary = run_restore(config, ClusterConfig(workers=workers), overwrite=True)
+        grid = output_grid(OutputGroup.open(config.output), out / f"{task}.png")
+    except PriorflowError as exc:
+        _fail(exc)
+    _print_summary(config.output, summary)
+    console.print(f"grid (measurement, restored, ground truth) written to {grid}; outputs in {config.output}")
+
+
+def _params(items: list[str] | None, what: str) -> dict[str, Any]:
+    """KEY=VALUE options, values read as YAML scalars (4 -> int, 0.05 -> float, true -> bool)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PriorflowError(f"{what} must be KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def _run_config(config: Path | None, fields: dict[str, Any]) -> RunConfig:
+    from priorflow.config import load_config, validate_config
+
+    given = {k: v for k, v in fields.items() if v is not None}
+    return load_config(config, **given) if config else validate_config(given, "command line")
+
+
+@app.command()
+def restore(
+    input: str = typer.Argument(None, help="URL of the input Zarr array (path, file://, s3://, memory://)."),
+    output: str = typer.Argument(None, help="URL of the output Zarr group."),
+    config: Path = typer.Option(None, help="YAML or TOML run configuration; arguments and options override it."),
+    solver: str = typer.Option(None, help="dmplug (default), dmplug_blind, mpgd, dps or ddim."),
+    solver_param: list[str] = typer.Option(None, "--solver-param", "-s", help="Solver option KEY=VALUE (repeatable)."),
+    operator: str = typer.Option(None, help="Forward operator, e.g. super_resolution, inpainting, gaussian_blur."),
+    operator_param: list[str] = typer.Option(None, "--operator-param", "-o", help="Operator parameter KEY=VALUE."),
+    noise: str = typer.Option(None, help="Noise to simulate in benchmark mode: gaussian, poisson, impulse, speckle."),
+    noise_param: list[str] = typer.Option(None, "--noise-param", "-n", help="Noise parameter KEY=VALUE."),
+    mode: str = typer.Option(None, help="measured (input = measurements) or benchmark (input = clean images)."),
+    prior: str = typer.Option(None, help="Bundled prior name or prior folder (default digits16)."),
+    shard_size: int = typer.Option(None, help="Samples per shard (default 16)."),
+    seed: int = typer.Option(None, help="Base seed (default 0)."),
+    layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
+    address: str = typer.Option(None, help="Existing Dask scheduler (tcp://host:port); default a LocalCluster."),
+    workers: int = typer.Option(None, help="LocalCluster workers (default one per GPU, else 2)."),
+    overwrite: bool = typer.Option(False, help="Replace an output that holds another configuration's results."),
+) -> None:
+    """Restore every sample of a dataset: shards fan out to Dask workers, results go to a Zarr group."""
+    from priorflow.flows.restore import ClusterConfig, run_restore
+
+    try:
+        solver_spec = {"name": solver, **_params(solver_param, "--solver-param")} if solver or solver_param else None
+        if solver_spec and solver_spec.get("name") is None:
+            solver_spec["name"] = "dmplug"
+        fields = {
+            "input": input, "output": output, "solver": solver_spec, "mode": mode, "prior": prior,
+            "shard_size": shard_size, "seed": seed, "layout": layout,
+            "operator": {"name": operator, "params": _params(operator_param, "--operator-param")} if operator else None,
+            "noise": {"name": noise, "params": _params(noise_param, "--noise-param")} if noise else None,
+        }
+        run = _run_config(config, fields)
+        summary = run_restore(run, ClusterConfig(address=address, workers=workers), overwrite=overwrite)
+    except PriorflowError as exc:
+        _fail(exc)
+    _print_summary(run.output, summary)
+
+
+def _print_summary(url: str, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{url}: {summary['samples']} samples, {summary['shards_done']}/{summary['shards']} shards")
+    for column in ("metric", "mean", "median", "std", "count"):
+        table.add_column(column)
+    for name in ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe"):
+        if name in summary:
+            m = summary[name]
+            table.add_row(name, f"{m['mean']:.4g}", f"{m['median']:.4g}", f"{m['std']:.4g}", str(m["count"]))
+    Console().print(table)
+    console.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.get("stop_reasons", {}).items()))
+
+
+@app.command()
+def ingest(
+    source: Path = typer.Argument(..., help="A folder of PNG/JPEG/TIFF images, or a TIFF stack (one volume)."),
+    url: str = typer.Argument(..., help="URL of the Zarr array to create."),
+    chunk: int = typer.Option(16, help="Images per chunk."),
+    overwrite: bool = typer.Option(False, help="Replace an existing array."),
+) -> None:
+    """Turn images or a TIFF stack into an input array for `priorflow restore`."""
+    from priorflow.storage.ingest import ingest as ingest_source
+
+    try:
+        array = ingest_source(source, url, chunk=chunk, overwrite=overwrite)
+    except PriorflowError as exc:
+        _fail(exc)
+    console.print(f"{url}: {array.shape} {array.dtype} ({array.attrs['priorflow_layout']})")
+
+
+@app.command()
+def show(
+    output: str = typer.Argument(..., help="URL of a restore output group."),
+    png: Path = typer.Option(None, help="Where to write the grid (default: summary.png next to a local output)."),
+    count: int = typer.Option(8, min=1, help="Samples in the grid."),
+) -> None:
+    """Summarise an output group and write a PNG grid of measurement / restored / ground truth."""
+    from priorflow.storage.outputs import OutputGroup
+    from priorflow.storage.urls import is_local, normalize_url
+    from priorflow.tasks.reduce import SUMMARY_ATTRIBUTE, summarize
+    from priorflow.viz import output_grid
+
+    try:
+        group = OutputGroup.open(output)
+        summary = group.group.attrs.get(SUMMARY_ATTRIBUTE) or summarize(group)
+        run = group.run
+        console.print(f"solver {run['solver']['name']}, operator {run['config']['operator']}, prior {run['prior']['name']} "
+                      f"(sha256 {run['prior']['sha256'][:12]}), mode {run['config']['mode']}")
+        _print_summary(normalize_url(output), summary)
+        if png is None:
+            png = Path(normalize_url(output)) / "summary.png" if is_local(output) else Path("summary.png")
+        console.print(f"grid written to {output_grid(group, png, count)}")
+    except PriorflowError as exc:
+        _fail(exc)
+
+
+@app.command()
+def unlock(output: str = typer.Argument(..., help="URL of an output group whose writer died.")) -> None:
+    """Remove the writer lock a killed run left behind; the next run resumes it."""
+    from priorflow.storage.outputs import OutputGroup
+
+    try:
+        OutputGroup.open(output, read_only=False).unlock()
+    except PriorflowError as exc:
+        _fail(exc)
+    console.print(f"{output} unlocked")
 
 
 if __name__ == "__main__":

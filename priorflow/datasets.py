@@ -49,3 +49,16 @@ def load_image_array(path: Path) -> Tensor:
     if not torch.isfinite(data).all() or data.min() < 0 or data.max() > 1:
         raise PriorflowError(f"{path}: float images must be finite and in [0, 1]")
     return data
+
+
+def write_digits_array(url: str, split: str = "test", count: int = 32, image_size: int = 16) -> str:
+    """Sample data for demos and tests: held-out digits as a float32 (N, 1, S, S) Zarr array at `url`."""
+    import zarr
+
+    from priorflow.storage.inputs import LAYOUT_ATTRIBUTE
+    from priorflow.storage.urls import open_store
+
+    images, _ = load_digits(split, image_size)
+    zarr.create_array(open_store(url), data=images[:count].numpy(), chunks=(16, 1, image_size, image_size),
+                      overwrite=True, attributes={LAYOUT_ATTRIBUTE: "images", "source": f"sklearn digits, {split} split"})
+    return url

@@ -44,7 +44,7 @@ def solver_options(solver: str, tuned: dict[str, Any]) -> dict[str, Any]:
         return {"steps": MPGD_STEPS, "eta": 0.5, "scale": tuned["scale"]}
     if solver == "dmplug":
         stopping = {"rule": "es_wmv", "window": tuned["window"], "patience": tuned["patience"]}
-        return {"lr": tuned["lr"], "max_iters": DMPLUG_CAP, "stopping": stopping}
+        return {"lr": tuned["lr"], "max_iters": tuned.get("max_iters", DMPLUG_CAP), "stopping": stopping}
     return {}
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from priorflow.storage.outputs import OutputGroup
 
 
 def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
@@ -25,3 +30,25 @@ def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def output_grid(output: OutputGroup, path: Path, count: int = 8) -> Path:
+    """Columns measurement (enlarged to the restored size), restored and ground truth of the first samples."""
+    import torch
+    import torch.nn.functional as F
+
+    per_sample = output.run["layout"] == "images"
+
+    def samples(name: str, channels_last_three: bool) -> Tensor:
+        data = np.asarray(output.group[name][...], dtype=np.float32)
+        flat = data.reshape(-1, *data.shape[-3:]) if channels_last_three else data.reshape(-1, 1, *data.shape[-2:])
+        return torch.from_numpy(flat[:count])
+
+    restored = samples("restored", per_sample)
+    columns: dict[str, Tensor] = {}
+    if "measurement" in output.group:
+        columns["measurement"] = F.interpolate(samples("measurement", True), size=restored.shape[-2:], mode="nearest")
+    columns["restored"] = restored
+    if "ground_truth" in output.group:
+        columns["ground_truth"] = samples("ground_truth", per_sample)
+    return save_grid(columns, path)

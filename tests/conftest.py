@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from priorflow.bundled import BUNDLED_PRIORS
 from priorflow.solvers import DiffusionPrior, load_prior
 from priorflow.solvers.prior import WEIGHTS_FILE
 
 torch.set_num_threads(1)
 
-BUNDLED_PRIOR = Path(__file__).resolve().parents[1] / "priorflow" / "assets" / "priors" / "digits16"
+BUNDLED_PRIOR = BUNDLED_PRIORS["digits16"]
 
 
 def make_unet_folder(folder: Path, channels: int = 1, size: int = 8, out_channels: int | None = None) -> Path:
@@ -55,3 +56,56 @@ def digits_prior() -> DiffusionPrior:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session (starting one costs ~10 s)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_server) -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server (Ceph radosgw, scripts/local-s3.sh) for the session; its credentials in the environment."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    if shutil.which("radosgw") is None:
+        if os.environ.get("PRIORFLOW_REQUIRE_S3"):
+            pytest.fail("radosgw is not installed: run scripts/local-s3.sh install (make test does)")
+        pytest.skip("radosgw is not installed (scripts/local-s3.sh install)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("ceph")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "local-s3.sh"
+    started = subprocess.run(["bash", str(script), "start", str(folder), str(port)], capture_output=True, text=True, timeout=300)
+    if started.returncode != 0:
+        pytest.fail(f"local S3 did not start: {started.stderr[-2000:]}")
+    env = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.split("\n") if line.startswith("export "))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        subprocess.run(["bash", str(script), "stop", str(folder)], timeout=60)

@@ -8,23 +8,74 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for args in ([], ["train"], ["demo"]):
+    for args in ([], ["train"], ["demo"], ["compare"], ["restore"], ["ingest"], ["show"], ["unlock"]):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
 
-def test_demo_restores_and_writes_a_grid(tmp_path):
-    result = runner.invoke(app, ["demo", "--solvers", "mpgd,ddim", "--count", "2", "--out", str(tmp_path)])
+def test_compare_restores_and_writes_a_grid(tmp_path):
+    result = runner.invoke(app, ["compare", "--solvers", "mpgd,ddim", "--count", "2", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "mpgd" in result.output and "bicubic upsampling" in result.output
     assert (tmp_path / "sr_x4.png").stat().st_size > 0
 
 
-def test_demo_bad_input_exits_non_zero(tmp_path):
-    bad_task = runner.invoke(app, ["demo", "--task", "denoise_everything", "--out", str(tmp_path)])
+def test_compare_bad_input_exits_non_zero(tmp_path):
+    bad_task = runner.invoke(app, ["compare", "--task", "denoise_everything", "--out", str(tmp_path)])
     assert bad_task.exit_code == 2 and "unknown task 'denoise_everything'" in bad_task.output
-    bad_solver = runner.invoke(app, ["demo", "--solvers", "dmplug,magic", "--out", str(tmp_path)])
+    bad_solver = runner.invoke(app, ["compare", "--solvers", "dmplug,magic", "--out", str(tmp_path)])
     assert bad_solver.exit_code == 2 and "unknown solver 'magic'" in bad_solver.output
-    bad_device = runner.invoke(app, ["demo", "--device", "tpu", "--out", str(tmp_path)])
+    bad_device = runner.invoke(app, ["compare", "--device", "tpu", "--out", str(tmp_path)])
     assert bad_device.exit_code == 2 and "unknown device 'tpu'" in bad_device.output
     assert not list(tmp_path.iterdir())
+
+
+def _restore(*args: str):
+    return runner.invoke(app, ["restore", *args])
+
+
+def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
+    import numpy as np
+    import zarr
+
+    out = str(tmp_path / "out.zarr")
+    sr = ["--operator", "super_resolution", "-o", "factor=4"]
+    cases = {
+        "no Zarr array at": [str(tmp_path / "missing.zarr"), out, *sr],
+        "unknown solver 'magic'": [str(tmp_path / "x.zarr"), out, *sr, "--solver", "magic"],
+        "unknown operator 'blurr'": [str(tmp_path / "x.zarr"), out, "--operator", "blurr"],
+        "operator: Field required": [str(tmp_path / "x.zarr"), out],
+        "prior folder /nowhere does not exist": [str(tmp_path / "x.zarr"), out, *sr, "--prior", "/nowhere"],
+        r"samples have shape (1, 8, 8), expected (1, 4, 4)": [str(tmp_path / "x.zarr"), out, *sr],
+        "expected (1, 16, 16) (clean images": [str(tmp_path / "x.zarr"), out, *sr, "--mode", "benchmark"],
+        "unsupported dtype int32": [str(tmp_path / "i.zarr"), out, *sr],
+        "--operator-param must be KEY=VALUE": [str(tmp_path / "x.zarr"), out, "--operator", "inpainting", "-o", "fraction"],
+        "solver.dmplug.max_iters": [str(tmp_path / "x.zarr"), out, *sr, "-s", "max_iters=-3"],
+    }
+    zarr.create_array(str(tmp_path / "x.zarr"), data=np.zeros((4, 1, 8, 8), dtype="f4"))
+    zarr.create_array(str(tmp_path / "i.zarr"), data=np.zeros((4, 1, 4, 4), dtype="i4"))
+    for message, args in cases.items():
+        result = _restore(*args)
+        assert result.exit_code == 2, (message, result.output)
+        assert message in result.output.replace("\n", " "), (message, result.output)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_config_file_errors_name_the_field(tmp_path):
+    (tmp_path / "run.yaml").write_text("input: a\noutput: b\noperator: {name: identity}\nshard_size: 0\n")
+    result = _restore("--config", str(tmp_path / "run.yaml"))
+    assert result.exit_code == 2 and "shard_size" in result.output and "run.yaml" in result.output
+    (tmp_path / "run.toml").write_text("input = 'a'\noutput = 'b'\n[operator\n")
+    result = _restore("--config", str(tmp_path / "run.toml"))
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+
+
+def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_url, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    result = runner.invoke(app, ["demo", "--solver", "mpgd", "--count", "6", "--workers", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "psnr" in result.output and (tmp_path / "sr_x4.png").is_file()
+    shown = runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr"), "--png", str(tmp_path / "grid.png")])
+    assert shown.exit_code == 0, shown.output
+    assert "solver mpgd" in shown.output and (tmp_path / "grid.png").is_file()
+    assert runner.invoke(app, ["show", str(tmp_path / "nothing.zarr")]).exit_code == 2

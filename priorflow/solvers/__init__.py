@@ -15,14 +15,17 @@ from pydantic import Field, TypeAdapter, ValidationError
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers.base import Solver, SolverResult, sample_generators
 from priorflow.solvers.dmplug import DMPlug, DMPlugBlind
-from priorflow.solvers.noise import build_noise
-from priorflow.solvers.operators import build_operator
+from priorflow.solvers.noise import NOISE_MODELS, build_noise
+from priorflow.solvers.operators import OPERATORS, build_operator
 from priorflow.solvers.prior import DiffusionPrior, load_prior
 from priorflow.solvers.problem import InverseProblem, Objective, PerSampleLoss
 from priorflow.solvers.sampling import DDIM, DPS, MPGD
 from priorflow.solvers.stopping import ESWMV, Discrepancy, FixedIterations
 
 SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, MPGD, DPS, DDIM)}
+
+OPERATOR_NAMES = frozenset(OPERATORS)
+NOISE_MODELS_NAMES = frozenset(NOISE_MODELS)
 
 SolverConfig = Annotated[DMPlug | DMPlugBlind | MPGD | DPS | DDIM, Field(discriminator="name")]
 
@@ -39,6 +42,6 @@ def build_solver(name: str, **params: Any) -> Solver:
 
 __all__ = [
     "DDIM", "DPS", "MPGD", "DMPlug", "DMPlugBlind", "ESWMV", "Discrepancy", "FixedIterations", "DiffusionPrior",
-    "InverseProblem", "Objective", "PerSampleLoss", "Solver", "SolverConfig", "SolverResult", "SOLVERS",
+    "InverseProblem", "NOISE_MODELS_NAMES", "OPERATOR_NAMES", "Objective", "PerSampleLoss", "Solver", "SolverConfig", "SolverResult", "SOLVERS",
     "build_noise", "build_operator", "build_solver", "load_prior", "sample_generators",
 ]

@@ -58,11 +58,11 @@ def to_unit(x: Tensor) -> Tensor:
 class Recorder:
     """Wall time attributed to the samples active in each step, network evaluations, and latent snapshots."""
 
-    def __init__(self, batch: int, trace_every: int, max_steps: int) -> None:
+    def __init__(self, batch: int, trace_every: int, trace_steps: list[int]) -> None:
         self.seconds = torch.zeros(batch, dtype=torch.float64)
         self.nfe = torch.zeros(batch, dtype=torch.long)
         self.trace_every = trace_every
-        self.trace_steps = list(range(trace_every, max_steps + 1, trace_every)) if trace_every > 0 else []
+        self.trace_steps = trace_steps
         self.trace: Tensor | None = None
         self._start = time.perf_counter()
 
@@ -90,6 +90,18 @@ class Solver(BaseModel):
     needs_problem: ClassVar[bool] = True
 
     trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
+
+    @property
+    @abstractmethod
+    def last_step(self) -> int:
+        """The last step number a run can reach (snapshots are taken at multiples of trace_every up to it)."""
+
+    def trace_steps(self) -> list[int]:
+        k = self.trace_every
+        return list(range(k, self.last_step + 1, k)) if k > 0 else []
+
+    def recorder(self, batch: int) -> Recorder:
+        return Recorder(batch, self.trace_every, self.trace_steps())
 
     def solve(
         self,

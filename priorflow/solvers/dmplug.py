@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.base import Callback, Recorder, Solver, SolverResult, randn, sample_generators, to_unit
+from priorflow.solvers.base import Callback, Solver, SolverResult, randn, sample_generators, to_unit
 from priorflow.solvers.diffusion import ddim_step
 from priorflow.solvers.operators import BlindBlur
 from priorflow.solvers.prior import DiffusionPrior
@@ -49,6 +49,10 @@ class DMPlug(Solver):
     max_iters: int = Field(1000, ge=1)
     stopping: StoppingRule = ESWMV()
     checkpointing: bool = Field(False, description="Recompute R(z)'s activations in backward to save memory.")
+
+    @property
+    def last_step(self) -> int:
+        return self.max_iters - 1
 
     def reverse(self, prior: DiffusionPrior, z: Tensor) -> Tensor:
         """R(z): deterministic DDIM from z (taken as x at the first timestep) to an image in [-1, 1]."""
@@ -91,7 +95,7 @@ class DMPlug(Solver):
         rates = self._learning_rates()
         optimizer = torch.optim.Adam([{"params": [p], "lr": rates[k]} for k, p in params.items()])
         tracker = self.stopping.tracker()
-        recorder = Recorder(n, self.trace_every, self.max_iters - 1)
+        recorder = self.recorder(n)
         active = torch.arange(n)
         out_x = torch.zeros(n, *prior.image_shape)
         out_params = {k: torch.zeros(n, *v.shape[1:]) for k, v in params.items()}

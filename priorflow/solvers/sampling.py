@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from priorflow.solvers.base import Callback, Recorder, Solver, SolverResult, randn, sample_generators, to_unit
+from priorflow.solvers.base import Callback, Solver, SolverResult, randn, sample_generators, to_unit
 from priorflow.solvers.diffusion import ddim_sigma, ddim_step
 from priorflow.solvers.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, Objective
@@ -21,6 +21,10 @@ class ReverseSampler(Solver):
 
     steps: int = Field(50, ge=1, le=1000)
     eta: float = Field(0.0, ge=0.0, le=1.0)
+
+    @property
+    def last_step(self) -> int:
+        return self.steps
 
     @abstractmethod
     def denoise_and_guide(
@@ -41,7 +45,7 @@ class ReverseSampler(Solver):
         index = torch.arange(len(seeds))
         x = randn(generators, prior.image_shape, device)
         timesteps = prior.schedule.ddim_timesteps(self.steps)
-        recorder = Recorder(len(seeds), self.trace_every, len(timesteps))
+        recorder = self.recorder(len(seeds))
         latent = x
         for i, t in enumerate(timesteps):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1

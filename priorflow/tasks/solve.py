@@ -1,0 +1,103 @@
+"""Solve one shard: read its samples, run the solver, score (benchmark mode), write every array, mark it done."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from prefect import get_run_logger, task
+
+from priorflow.config import RunConfig
+from priorflow.errors import PriorflowError
+from priorflow.solvers import InverseProblem, build_noise, build_operator, sample_generators
+from priorflow.solvers.metrics import image_metrics
+from priorflow.storage.inputs import open_input
+from priorflow.storage.layout import Shard
+from priorflow.storage.outputs import OutputGroup, stop_reason_codes
+from priorflow.storage.urls import StorageError
+from priorflow.tasks.plan import pipeline_solver
+from priorflow.tasks.prior_cache import cached_prior
+
+NOISE_SEED_OFFSET = 1_000_000_007  # measurement noise and solver draw from different streams of a sample
+
+
+def worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry storage hiccups, not bad input or bad configuration (those fail the same way every time)."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, (StorageError, OSError, TimeoutError)) or not isinstance(exc, (PriorflowError, ValueError))
+
+
+def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
+    """The work of one shard; returns a small report (no tensors)."""
+    start = time.perf_counter()
+    if config.device == "cpu" or not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("PRIORFLOW_THREADS", "1")))
+    prior = cached_prior(config.prior, config.device)
+    source = open_input(config.input, prior.channels, config.layout)
+    layout = source.layout
+    seeds = [config.seed + i for i in layout.sample_ids(shard)]
+    operator = build_operator(config.operator.name, prior.image_shape, seeds, **config.operator.params)
+    data = source.read(shard).to(prior.device)
+    truth = None
+    if config.mode == "benchmark":
+        truth = data
+        noise = build_noise(config.noise.name, **config.noise.params)
+        data = noise(operator(truth), sample_generators([NOISE_SEED_OFFSET + s for s in seeds]))
+    read_done = time.perf_counter()
+    solver = pipeline_solver(config)
+    result = solver.solve(prior, InverseProblem(data, operator), seeds)
+    solve_done = time.perf_counter()
+
+    restored_layout = layout.with_sample_shape(prior.image_shape)
+    arrays: dict[str, np.ndarray] = {
+        "restored": restored_layout.from_samples(result.x.float().cpu().numpy()),
+        "latents": result.latent.float().cpu().numpy(),
+        "metrics/iterations": result.iterations.numpy(),
+        "metrics/stop_reason": stop_reason_codes(result.stop_reason),
+        "metrics/seconds": result.seconds.numpy(),
+        "metrics/nfe": result.nfe.numpy(),
+    }
+    if result.trace is not None:
+        arrays["trace"] = result.trace.numpy()
+    if truth is not None:
+        arrays["measurement"] = data.float().cpu().numpy()
+        arrays["ground_truth"] = restored_layout.from_samples(truth.float().cpu().numpy())
+        for name, values in image_metrics(result.x, truth).items():
+            if values is not None:
+                arrays[f"metrics/{name}"] = values.numpy()
+    output = OutputGroup.open(config.output, read_only=False)
+    output.write_shard(restored_layout, shard, arrays)
+    end = time.perf_counter()
+    return {
+        "shard": shard.index,
+        "samples": len(seeds),
+        "worker": worker_name(),
+        "read_s": read_done - start,
+        "solve_s": solve_done - read_done,
+        "write_s": end - solve_done,
+        "total_s": end - start,
+    }
+
+
+@task(name="solve-shard", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=transient, tags=["priorflow-solve"])
+def solve_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
+    report = restore_shard(config, shard)
+    get_run_logger().info(
+        "shard %d: %d samples on %s in %.1f s (%.2f samples/s; read %.2f s, solve %.1f s, write %.2f s)",
+        report["shard"], report["samples"], report["worker"], report["total_s"], report["samples"] / report["total_s"],
+        report["read_s"], report["solve_s"], report["write_s"],
+    )
+    return report
