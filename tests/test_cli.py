@@ -70,11 +70,16 @@ def test_config_file_errors_name_the_field(tmp_path):
     assert result.exit_code == 2 and "not valid TOML" in result.output
 
 
-def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_url, monkeypatch):
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
-    result = runner.invoke(app, ["demo", "--solver", "mpgd", "--count", "6", "--workers", "1", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    assert "psnr" in result.output and (tmp_path / "sr_x4.png").is_file()
+def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_url):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "priorflow.cli", "demo", "--solver", "mpgd", "--count", "6", "--workers", "1", "--out", str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "psnr" in result.stdout and (tmp_path / "sr_x4.png").is_file()
     shown = runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr"), "--png", str(tmp_path / "grid.png")])
     assert shown.exit_code == 0, shown.output
     assert "solver mpgd" in shown.output and (tmp_path / "grid.png").is_file()

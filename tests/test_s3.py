@@ -52,6 +52,7 @@ def test_restore_flow_on_s3(bucket, prefect_server):
 def test_s3_errors_are_clear(bucket, monkeypatch):
     with pytest.raises(PriorflowError, match="no Zarr array"):
         open_input(f"{bucket}/missing.zarr", 1)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     s3fs.S3FileSystem.clear_instance_cache()
     with pytest.raises(PriorflowError, match="access denied|credentials"):
@@ -61,3 +62,17 @@ def test_s3_errors_are_clear(bucket, monkeypatch):
     with pytest.raises(PriorflowError, match="unreachable"):
         open_input(f"{bucket}/digits.zarr", 1)
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_missing_credentials_are_named(bucket, monkeypatch, tmp_path):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata service off this machine
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(PriorflowError, match="no S3 credentials"):
+            open_input(f"{bucket}/digits.zarr", 1)
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()

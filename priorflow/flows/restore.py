@@ -13,7 +13,7 @@ from typing import Any
 
 import dask
 import torch
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,7 +55,7 @@ def task_runner(cluster: ClusterConfig) -> DaskTaskRunner:
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
-@flow(name="restore", log_prints=True)
+@flow(name="restore")
 def restore(config: RunConfig, gpu: bool = False, overwrite: bool = False) -> dict[str, Any]:
     plan = plan_shards(config, overwrite)
     try:
@@ -67,7 +67,7 @@ def restore(config: RunConfig, gpu: bool = False, overwrite: bool = False) -> di
         if failed:
             first = failed[0].state.result(raise_on_failure=False)
             raise PriorflowError(f"{len(failed)} of {len(futures)} shards failed; rerun to resume. First error: {first}")
-        print(f"{len(plan.pending)} shards solved, {len(plan.shards) - len(plan.pending)} already done")
+        get_run_logger().info("%d shards solved, %d already done", len(plan.pending), len(plan.shards) - len(plan.pending))
         return reduce_metrics(config)
     finally:
         OutputGroup.open(config.output, read_only=False).release(plan.lock_id)
