@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from results import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -122,12 +123,7 @@ def report() -> None:
             *[f"| {k} | {v['write_MBps']:.0f} | {v['read_MBps']:.0f} |" for k, v in r["results"].items()], "",
         ]
     section = "\n".join(lines)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    start, end = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
-    block = f"{start}\n{section}\n{end}"
-    text = text.split(start)[0] + block + text.split(end)[1] if start in text else text + "\n" + block + "\n"
-    results.write_text(text)
+    write_section("pipeline", section)
     print(section)
 
 

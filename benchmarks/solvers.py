@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import typer
+from results import write_section
 
 from priorflow.bundled import BUNDLED_PRIORS
 from priorflow.presets import DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
@@ -208,12 +209,7 @@ def report() -> None:
         lines += ["", f"DMPlug stops: {d['stop_reasons']}, mean {d['iterations_mean']:.0f} iterations. "
                   f"ES-WMV vs oracle: {d['psnr'] - rec['results']['dmplug_oracle']['psnr']:+.2f} dB.", ""]
     section = "\n".join(lines)
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    start, end = "<!-- solvers:start -->", "<!-- solvers:end -->"
-    block = f"{start}\n{section}\n{end}"
-    text = text.split(start)[0] + block + text.split(end)[1] if start in text else text + "\n" + block + "\n"
-    results.write_text(text)
+    write_section("solvers", section)
     print(section)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig
@@ -46,18 +46,12 @@ class RunConfig(BaseModel):
     snapshots: int = Field(4, ge=0, description="Latent snapshots kept per sample in `trace` (unless the solver sets trace_every).")
     device: str = "auto"
 
-    @field_validator("operator")
+    @field_validator("operator", "noise")
     @classmethod
-    def _known_operator(cls, spec: Spec) -> Spec:
-        if spec.name not in OPERATOR_NAMES:
-            raise ValueError(f"unknown operator {spec.name!r}; choose one of {', '.join(sorted(OPERATOR_NAMES))}")
-        return spec
-
-    @field_validator("noise")
-    @classmethod
-    def _known_noise(cls, spec: Spec) -> Spec:
-        if spec.name not in NOISE_MODELS_NAMES:
-            raise ValueError(f"unknown noise model {spec.name!r}; choose one of {', '.join(sorted(NOISE_MODELS_NAMES))}")
+    def _registered(cls, spec: Spec, info: ValidationInfo) -> Spec:
+        kind, names = ("operator", OPERATOR_NAMES) if info.field_name == "operator" else ("noise model", NOISE_MODELS_NAMES)
+        if spec.name not in names:
+            raise ValueError(str(unknown_name(kind, spec.name, list(names))))
         return spec
 
     def result_fingerprint(self, prior_sha256: str) -> str:
