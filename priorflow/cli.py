@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from priorflow.errors import PriorflowError
 
@@ -134,7 +137,8 @@ def demo(
             "mode": "benchmark", "prior": "digits16", "operator": {"name": operator, "params": params},
             "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
         })
-        summary = run_restore(config, ClusterConfig(workers=workers), overwrite=True)
+        with _shard_progress(config.output):
+            summary = run_restore(config, ClusterConfig(workers=workers), overwrite=True)
         grid = output_grid(OutputGroup.open(config.output), out / f"{task}.png")
     except PriorflowError as exc:
         _fail(exc)
@@ -194,10 +198,37 @@ def restore(
             "noise": {"name": noise, "params": _params(noise_param, "--noise-param")} if noise else None,
         }
         run = _run_config(config, fields)
-        summary = run_restore(run, ClusterConfig(address=address, workers=workers), overwrite=overwrite)
+        with _shard_progress(run.output):
+            summary = run_restore(run, ClusterConfig(address=address, workers=workers), overwrite=overwrite)
     except PriorflowError as exc:
         _fail(exc)
     _print_summary(run.output, summary)
+
+
+@contextlib.contextmanager
+def _shard_progress(url: str, every: float = 2.0) -> Iterator[None]:
+    """A progress bar of finished shards, read from the output group's `_done` markers while the flow runs."""
+    from priorflow.storage.outputs import OutputGroup
+
+    stop = threading.Event()
+
+    def poll(progress: Progress, task: TaskID) -> None:
+        while not stop.wait(every):
+            try:
+                done = OutputGroup.open(url).done()
+            except PriorflowError:  # not created yet
+                continue
+            progress.update(task, total=len(done), completed=int(done.sum()))
+
+    with Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as progress:
+        watcher = threading.Thread(target=poll, args=(progress, progress.add_task("shards", total=None)), daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
 
 def _print_summary(url: str, summary: dict[str, Any]) -> None:

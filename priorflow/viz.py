@@ -22,7 +22,8 @@ def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
         images = batch.detach().float().clamp(0, 1).cpu().numpy()
         if images.shape[1] == 1:
             images = images.repeat(3, axis=1)
-        tiles.append(np.concatenate(list(images.transpose(0, 2, 3, 1)), axis=0))
+        framed = np.pad(images.transpose(0, 2, 3, 1), ((0, 0), (0, 1), (0, 0), (0, 0)), constant_values=1.0)
+        tiles.append(np.concatenate(list(framed), axis=0))
     grid = np.concatenate([np.pad(t, ((0, 0), (1, 1), (0, 0)), constant_values=1.0) for t in tiles], axis=1)
     image = Image.fromarray((grid * 255).round().astype(np.uint8)).resize(
         (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST

@@ -8,6 +8,7 @@ metrics in a final reduce task.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -52,6 +53,8 @@ def task_runner(cluster: ClusterConfig) -> DaskTaskRunner:
             return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster", cluster_kwargs={**kwargs, "resources": {"GPU": 1}})
         kwargs["resources"] = {"GPU": 1}
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
