@@ -182,6 +182,8 @@ def restore(
     layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
     address: str = typer.Option(None, help="Existing Dask scheduler (tcp://host:port); default a LocalCluster."),
     workers: int = typer.Option(None, help="LocalCluster workers (default one per GPU, else 2)."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU resource per task (default: if this machine has CUDA). "
+                             "Workers of an existing cluster must advertise it: dask worker --resources GPU=1."),
     overwrite: bool = typer.Option(False, help="Replace an output that holds another configuration's results."),
 ) -> None:
     """Restore every sample of a dataset: shards fan out to Dask workers, results go to a Zarr group."""
@@ -199,7 +201,7 @@ def restore(
         }
         run = _run_config(config, fields)
         with _shard_progress(run.output):
-            summary = run_restore(run, ClusterConfig(address=address, workers=workers), overwrite=overwrite)
+            summary = run_restore(run, ClusterConfig(address=address, workers=workers, gpu=gpu), overwrite=overwrite)
     except PriorflowError as exc:
         _fail(exc)
     _print_summary(run.output, summary)

@@ -21,8 +21,16 @@ NOISE_SEED_OFFSET = 10_000  # noise seeds differ from the solver seeds of the sa
 
 # Solver options per task, tuned on the validation split by benchmarks/solvers.py (see benchmarks/RESULTS.md).
 TUNED: dict[str, dict[str, dict[str, Any]]] = {
-    "sr_x4": {"dps": {"scale": 0.5}, "mpgd": {"scale": 4.0}, "dmplug": {"lr": 0.01, "window": 20, "patience": 50}},
-    "inpaint_70": {"dps": {"scale": 0.5}, "mpgd": {"scale": 4.0}, "dmplug": {"lr": 0.01, "window": 20, "patience": 50}},
+    "sr_x4": {
+        "dps": {"scale": 0.5},
+        "mpgd": {"scale": 4.0},
+        "dmplug": {"lr": 0.01, "window": 10, "patience": 200, "max_iters": 600},
+    },
+    "inpaint_70": {
+        "dps": {"scale": 0.5},
+        "mpgd": {"scale": 2.0},
+        "dmplug": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 300},
+    },
     "deblur_gauss": {"dps": {"scale": 0.5}, "mpgd": {"scale": 4.0}, "dmplug": {"lr": 0.01, "window": 20, "patience": 50}},
 }
 DPS_STEPS, MPGD_STEPS, DDIM_STEPS, DMPLUG_CAP = 1000, 50, 50, 600

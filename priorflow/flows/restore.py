@@ -40,6 +40,9 @@ class ClusterConfig(BaseModel):
 def task_runner(cluster: ClusterConfig) -> DaskTaskRunner:
     if cluster.address:
         return DaskTaskRunner(address=cluster.address)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     gpus = torch.cuda.device_count()
     workers = cluster.workers or gpus or 2
     kwargs: dict[str, Any] = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
@@ -52,20 +55,18 @@ def task_runner(cluster: ClusterConfig) -> DaskTaskRunner:
         else:
             return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster", cluster_kwargs={**kwargs, "resources": {"GPU": 1}})
         kwargs["resources"] = {"GPU": 1}
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
 @flow(name="restore")
 def restore(config: RunConfig, gpu: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Plan the shards, solve the pending ones on the workers (one GPU each when `gpu`), reduce the metrics."""
     plan = plan_shards(config, overwrite)
     try:
         annotate = dask.annotate(resources={"GPU": 1}) if gpu else contextlib.nullcontext()
         with annotate:
             futures = solve_shard.map(unmapped(config), plan.pending)
-        done, _ = wait(futures)
+        wait(futures)
         failed = [f for f in futures if not f.state.is_completed()]
         if failed:
             first = failed[0].state.result(raise_on_failure=False)
