@@ -31,7 +31,11 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
         "mpgd": {"scale": 2.0},
         "dmplug": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 300},
     },
-    "deblur_gauss": {"dps": {"scale": 0.5}, "mpgd": {"scale": 4.0}, "dmplug": {"lr": 0.01, "window": 20, "patience": 50}},
+    "deblur_gauss": {
+        "dps": {"scale": 0.5},
+        "mpgd": {"scale": 2.0},
+        "dmplug": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 600},
+    },
 }
 DPS_STEPS, MPGD_STEPS, DDIM_STEPS, DMPLUG_CAP = 1000, 50, 50, 600
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 
@@ -40,6 +40,6 @@ def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     try:
         with _exported(server.api_url), temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server.api_url
-            APILogHandler.flush()  # send the run's last logs while the server is still there
+            APILogWorker.drain_all(timeout=5)  # send the run's last logs while the server is still there
     finally:
         server.stop()
