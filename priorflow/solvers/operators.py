@@ -230,6 +230,9 @@ class BlindBlur(Operator):
             raise PriorflowError(f"blind_blur kernel_size {kernel_size} must be between 1 and the image size")
         self.kernel_size, self.kernel, self.params = kernel_size, kernel, params
 
+    def measurement_shape(self, batch: int = 1) -> tuple[int, ...]:
+        return (batch, *self.image_shape)  # a 'same' convolution, whether or not the kernel is known
+
     def with_kernel(self, kernel: Tensor) -> BlindBlur:
         return BlindBlur(self.image_shape, self.kernel_size, kernel, self.params)
 

@@ -41,10 +41,7 @@ class InverseProblem:
             raise ShapeError("measurements y must be a tensor with a leading batch dimension")
         if not torch.isfinite(self.y).all():
             raise PriorflowError("measurements y contain NaN or infinite values")
-        if getattr(self.operator, "kernel", 0) is None:  # a blind operator cannot say its measurement shape
-            expected = (self.y.shape[0], *self.operator.image_shape)
-        else:
-            expected = self.operator.measurement_shape(self.y.shape[0])
+        expected = self.operator.measurement_shape(self.y.shape[0])
         if tuple(self.y.shape) != expected:
             raise ShapeError(f"measurements have shape {tuple(self.y.shape)}, operator {self.operator.name} gives {expected}")
 

@@ -90,8 +90,7 @@ def check_run(config: RunConfig) -> Checked:
     prior = cached_prior(config.prior, "cpu")
     layout = open_input(config.input, prior.channels, config.layout).layout
     operator = build_operator(config.operator.name, prior.image_shape, [0], **config.operator.params)
-    blind = getattr(operator, "kernel", 0) is None
-    measurement_shape = prior.image_shape if blind else operator.measurement_shape()[1:]
+    measurement_shape = operator.measurement_shape()[1:]
     expected = prior.image_shape if config.mode == "benchmark" else measurement_shape
     if layout.sample_shape != tuple(expected):
         what = "clean images at the prior's size" if config.mode == "benchmark" else f"measurements of {config.operator.name}"
