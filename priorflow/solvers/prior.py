@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from priorflow.errors import PriorLoadError, ShapeError
+from priorflow.errors import PriorLoadError
 from priorflow.solvers.device import resolve_device
 from priorflow.solvers.diffusion import NoiseSchedule, predict_eps, predict_x0
 
@@ -61,13 +61,6 @@ class DiffusionPrior:
         alpha_bar = self.schedule.alpha_bar(t)
         x0 = predict_x0(x_t, self.eps(x_t, t), alpha_bar).clamp(-1.0, 1.0)
         return x0, predict_eps(x_t, x0, alpha_bar)
-
-    def check_images(self, x: Tensor, what: str = "images") -> None:
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ShapeError(
-                f"{what} have shape {tuple(x.shape)}, the prior expects (N, {self.channels}, "
-                f"{self.image_size}, {self.image_size})"
-            )
 
 
 def sha256_file(path: Path) -> str:
