@@ -31,7 +31,7 @@ def overhead(samples: int = 64, workers: int = 1, solver: str = "dmplug") -> Non
     from priorflow.config import RunConfig, validate_config
     from priorflow.datasets import write_digits_array
     from priorflow.flows.prefect_api import prefect_api
-    from priorflow.flows.restore import ClusterConfig, restore, task_runner
+    from priorflow.flows.restore import restore
     from priorflow.presets import NOISE, TUNED, solver_options
     from priorflow.storage.outputs import OutputGroup
 
@@ -41,12 +41,13 @@ def overhead(samples: int = 64, workers: int = 1, solver: str = "dmplug") -> Non
         "input": write_digits_array(str(work / "in.zarr"), "test", samples), "output": str(work / "out.zarr"),
         "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
         "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
+        "cluster": {"workers": workers},
     })
     shard_size = RunConfig.model_fields["shard_size"].default
     t0 = time.perf_counter()
     with prefect_api():
         t1 = time.perf_counter()
-        summary = restore.with_options(task_runner=task_runner(ClusterConfig(workers=workers)))(config)
+        summary = restore(config)["summary"]
         t2 = time.perf_counter()
     reports_seconds = OutputGroup.open(config.output).read("metrics/seconds")
     solver_total = float(np.sum(reports_seconds))

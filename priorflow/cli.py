@@ -123,7 +123,7 @@ def demo(
     and scored; rerunning resumes (finished shards are skipped).
     """
     from priorflow.datasets import write_digits_array
-    from priorflow.flows.restore import ClusterConfig, run_restore
+    from priorflow.flows.restore import run_restore
     from priorflow.presets import NOISE, TUNED, solver_options, task as task_preset
     from priorflow.storage.outputs import OutputGroup
     from priorflow.viz import output_grid
@@ -136,9 +136,10 @@ def demo(
             "input": write_digits_array(str(out / "input.zarr"), "test", count), "output": str(out / f"{task}.zarr"),
             "mode": "benchmark", "prior": "digits16", "operator": {"name": operator, "params": params},
             "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
+            "cluster": {"workers": workers},
         })
-        with _shard_progress(config.output):
-            summary = run_restore(config, ClusterConfig(workers=workers), overwrite=True)
+        with _sample_progress(config.output):
+            summary = run_restore(config, overwrite=True)["summary"]
         grid = output_grid(OutputGroup.open(config.output), out / f"{task}.png")
     except PriorflowError as exc:
         _fail(exc)
@@ -157,11 +158,20 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
     return params
 
 
-def _run_config(config: Path | None, fields: dict[str, Any]) -> RunConfig:
+def _run_config(config: Path | None, fields: dict[str, Any], cluster: Path | None = None, **cluster_fields: Any) -> RunConfig:
+    """The run configuration from a file and/or the command line; a --cluster file and cluster options override
+    the file's `cluster` section field by field."""
     from priorflow.config import load_config, validate_config
 
     given = {k: v for k, v in fields.items() if v is not None}
-    return load_config(config, **given) if config else validate_config(given, "command line")
+    run = load_config(config, **given) if config else validate_config(given, "command line")
+    overrides = {k: v for k, v in cluster_fields.items() if v is not None}
+    if cluster is None and not overrides:
+        return run
+    from priorflow.flows.clusters import load_cluster
+
+    base = (load_cluster(cluster) if cluster else run.cluster).model_dump(exclude_unset=True)
+    return validate_config({**run.model_dump(mode="json"), "cluster": {**base, **overrides}}, "command line")
 
 
 @app.command()
@@ -180,14 +190,15 @@ def restore(
     shard_size: int = typer.Option(None, help="Samples per shard (default 16)."),
     seed: int = typer.Option(None, help="Base seed (default 0)."),
     layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
+    cluster: Path = typer.Option(None, help="YAML or TOML cluster spec, e.g. deployments/slurm.yaml."),
     address: str = typer.Option(None, help="Existing Dask scheduler (tcp://host:port); default a LocalCluster."),
     workers: int = typer.Option(None, help="LocalCluster workers (default one per GPU, else 2)."),
-    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU resource per task (default: if this machine has CUDA). "
-                             "Workers of an existing cluster must advertise it: dask worker --resources GPU=1."),
+    gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU per task (default: if the cluster has GPUs). "
+                             "Workers of an existing cluster advertise them: dask worker --resources GPU=1."),
     overwrite: bool = typer.Option(False, help="Replace an output that holds another configuration's results."),
 ) -> None:
-    """Restore every sample of a dataset: shards fan out to Dask workers, results go to a Zarr group."""
-    from priorflow.flows.restore import ClusterConfig, run_restore
+    """Restore every sample of a dataset that the output lacks: shards fan out to Dask workers, results go to Zarr."""
+    from priorflow.flows.restore import run_restore
 
     try:
         solver_spec = {"name": solver, **_params(solver_param, "--solver-param")} if solver or solver_param else None
@@ -199,17 +210,43 @@ def restore(
             "operator": {"name": operator, "params": _params(operator_param, "--operator-param")} if operator else None,
             "noise": {"name": noise, "params": _params(noise_param, "--noise-param")} if noise else None,
         }
-        run = _run_config(config, fields)
-        with _shard_progress(run.output):
-            summary = run_restore(run, ClusterConfig(address=address, workers=workers, gpu=gpu), overwrite=overwrite)
+        run = _run_config(config, fields, cluster, address=address, workers=workers, gpu=gpu)
+        with _sample_progress(run.output):
+            summary = run_restore(run, overwrite=overwrite)["summary"]
     except PriorflowError as exc:
         _fail(exc)
     _print_summary(run.output, summary)
 
 
+@app.command()
+def serve(
+    config: Path = typer.Option(..., help="YAML or TOML run configuration to keep restored."),
+    cron: str = typer.Option(None, help="Cron schedule, e.g. '0 2 * * *' (02:00 every day)."),
+    interval: float = typer.Option(None, help="Seconds between runs, instead of --cron."),
+    timezone: str = typer.Option("UTC", help="Time zone of the schedule."),
+    name: str = typer.Option("scheduled", help="Deployment name: the runs appear as restore/NAME."),
+    cluster: Path = typer.Option(None, help="YAML or TOML cluster spec overriding the configuration's cluster."),
+) -> None:
+    """Serve the restore flow on a schedule from this process (no work pool or worker needed).
+
+    Each run restores only the samples the output does not hold yet, so new samples appended to the input are
+    picked up by the next run. Set PREFECT_API_URL to keep the runs on a server; stop with Ctrl-C.
+    """
+    from priorflow.flows.schedule import schedule_for, serve_restore
+
+    try:
+        run = _run_config(config, {}, cluster)
+        from priorflow.tasks.plan import check_run
+
+        check_run(run)
+        serve_restore(run, schedule_for(cron, interval, timezone), name)
+    except PriorflowError as exc:
+        _fail(exc)
+
+
 @contextlib.contextmanager
-def _shard_progress(url: str, every: float = 2.0) -> Iterator[None]:
-    """A progress bar of finished shards, read from the output group's `_done` markers while the flow runs."""
+def _sample_progress(url: str, every: float = 2.0) -> Iterator[None]:
+    """A progress bar of restored samples, read from the output group's `_done` markers while the flow runs."""
     from priorflow.storage.outputs import OutputGroup
 
     stop = threading.Event()
@@ -220,11 +257,11 @@ def _shard_progress(url: str, every: float = 2.0) -> Iterator[None]:
                 done = OutputGroup.open(url).done()
             except PriorflowError:  # not created yet
                 continue
-            progress.update(task, total=len(done), completed=int(done.sum()))
+            progress.update(task, total=done.size, completed=int(done.sum()))
 
-    with Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+    with Progress(TextColumn("samples"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as progress:
-        watcher = threading.Thread(target=poll, args=(progress, progress.add_task("shards", total=None)), daemon=True)
+        watcher = threading.Thread(target=poll, args=(progress, progress.add_task("samples", total=None)), daemon=True)
         watcher.start()
         try:
             yield
@@ -236,7 +273,8 @@ def _shard_progress(url: str, every: float = 2.0) -> Iterator[None]:
 def _print_summary(url: str, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{url}: {summary['samples']} samples, {summary['shards_done']}/{summary['shards']} shards")
+    table = Table(title=f"{url}: {summary['samples_done']}/{summary['samples']} samples restored, "
+                        f"{summary['shards_done']}/{summary['shards']} shards")
     for column in ("metric", "mean", "median", "std", "count"):
         table.add_column(column)
     for name in ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig
@@ -22,6 +22,38 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SlurmSpec(BaseModel):
+    """SLURM jobs that each start Dask workers (dask-jobqueue): the settings a user edits for their cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    partition: str = Field(description="SLURM partition (queue) to submit to.")
+    account: str | None = Field(None, description="SLURM account to charge, if the site needs one.")
+    jobs: int = Field(1, ge=1, description="SLURM jobs to start; each runs one Dask worker per GPU (or one on CPU).")
+    gpus_per_job: int = Field(1, ge=0, description="GPUs per job (--gres=gpu:N); 0 for CPU-only jobs.")
+    cores_per_job: int = Field(8, ge=1, description="CPU cores per job.")
+    memory: str = Field("32GB", description="Memory per job, e.g. 32GB.")
+    walltime: str = Field("04:00:00", description="Wall-clock limit per job, HH:MM:SS.")
+    prologue: list[str] = Field(default_factory=list, description="Shell lines run before the workers start, e.g. activating the environment.")
+    directives: list[str] = Field(default_factory=list, description="Extra #SBATCH directives, e.g. --constraint=a100.")
+
+
+class ClusterConfig(BaseModel):
+    """Where the shards run: a new LocalCluster (default), an existing Dask scheduler, or SLURM jobs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    address: str | None = Field(None, description="tcp://host:port of a running scheduler; None starts a cluster.")
+    workers: int | None = Field(None, ge=1, description="LocalCluster workers (default: one per GPU, else 2).")
+    gpu: bool | None = Field(None, description="One GPU per task (default: when the cluster has GPUs).")
+    tasks_per_gpu: int = Field(1, ge=1, description="Solver tasks allowed to share one GPU at a time.")
+    slurm: SlurmSpec | None = Field(None, description="Start the workers as SLURM jobs (needs dask-jobqueue).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClusterConfig:
+        if self.address and self.slurm:
+            raise ValueError("give either address (an existing scheduler) or slurm (new SLURM jobs), not both")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -45,6 +77,7 @@ class RunConfig(BaseModel):
     shard_size: int = Field(16, ge=1, description="Samples per shard: one task, one chunk of every output array.")
     snapshots: int = Field(4, ge=0, description="Latent snapshots kept per sample in `trace` (unless the solver sets trace_every).")
     device: str = "auto"
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where the shards run.")
 
     @field_validator("operator", "noise")
     @classmethod
@@ -55,8 +88,8 @@ class RunConfig(BaseModel):
         return spec
 
     def result_fingerprint(self, prior_sha256: str) -> str:
-        """Hash of everything that determines the results (not where they go or which device runs them)."""
-        fields = self.model_dump(mode="json", exclude={"output", "device"})
+        """Hash of everything that determines the results (not where they go or which machines run them)."""
+        fields = self.model_dump(mode="json", exclude={"output", "device", "cluster"})
         blob = json.dumps({**fields, "prior_sha256": prior_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 

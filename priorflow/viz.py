@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from priorflow.storage.outputs import OutputGroup
 
 
-def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
+def render_grid(columns: dict[str, Tensor], zoom: int = 4) -> Image:
     """One column per named batch (B, C, H, W) in [0, 1], one row per sample, each tile enlarged `zoom` times."""
     from PIL import Image
 
@@ -25,16 +27,25 @@ def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
         framed = np.pad(images.transpose(0, 2, 3, 1), ((0, 0), (0, 1), (0, 0), (0, 0)), constant_values=1.0)
         tiles.append(np.concatenate(list(framed), axis=0))
     grid = np.concatenate([np.pad(t, ((0, 0), (1, 1), (0, 0)), constant_values=1.0) for t in tiles], axis=1)
-    image = Image.fromarray((grid * 255).round().astype(np.uint8)).resize(
+    return Image.fromarray((grid * 255).round().astype(np.uint8)).resize(
         (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST
     )
+
+
+def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    render_grid(columns, zoom).save(path)
     return path
 
 
-def output_grid(output: OutputGroup, path: Path, count: int = 8) -> Path:
-    """Columns measurement (enlarged to the restored size), restored and ground truth of the first samples."""
+def png_bytes(image: Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def output_columns(output: OutputGroup, count: int = 8) -> dict[str, Tensor]:
+    """Measurement (enlarged to the restored size), restored and ground truth of the first `count` samples."""
     import torch
     import torch.nn.functional as F
 
@@ -52,4 +63,8 @@ def output_grid(output: OutputGroup, path: Path, count: int = 8) -> Path:
     columns["restored"] = restored
     if "ground_truth" in output.group:
         columns["ground_truth"] = samples("ground_truth", per_sample)
-    return save_grid(columns, path)
+    return columns
+
+
+def output_grid(output: OutputGroup, path: Path, count: int = 8) -> Path:
+    return save_grid(output_columns(output, count), path)

@@ -9,7 +9,7 @@ import torch
 from priorflow.bundled import prior_path
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
-from priorflow.flows.restore import ClusterConfig, run_restore
+from priorflow.flows.restore import run_restore
 from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, load_prior, sample_generators
 from priorflow.presets import classical_baseline
 from priorflow.solvers.metrics import psnr
@@ -29,13 +29,14 @@ def config_for(tmp_path, **overrides):
         "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
         "shard_size": 5,
         "seed": 7,
+        "cluster": {"workers": 2},
     }
     return validate_config(fields | overrides)
 
 
 def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
     config = config_for(tmp_path)
-    summary = run_restore(config, ClusterConfig(workers=2))
+    summary = run_restore(config)["summary"]
     out = OutputGroup.open(config.output)
     assert summary["shards_done"] == summary["shards"] == 3 and summary["samples"] == 12
     assert out.read("restored").shape == (12, 1, 16, 16) and out.read("measurement").shape == (12, 1, 4, 4)
@@ -57,12 +58,12 @@ def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
     assert np.allclose(alone.x.numpy(), out.read("restored")[6:7], atol=1e-5)
 
     before = out.read("restored")
-    again = run_restore(config, ClusterConfig(workers=1))
+    again = run_restore(config)["summary"]
     assert again["shards_done"] == 3 and np.array_equal(OutputGroup.open(config.output).read("restored"), before)
 
     other = config.model_copy(update={"seed": 8})
     with pytest.raises(RunConflict, match="another configuration"):
-        run_restore(other, ClusterConfig(workers=1))
+        run_restore(other)["summary"]
     assert np.array_equal(OutputGroup.open(config.output).read("restored"), before)
 
 
@@ -75,10 +76,67 @@ def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_s
     volumes = slices[:12, 0].reshape(2, 6, 16, 16).numpy()  # two volumes of six slices
     zarr.create_array(str(tmp_path / "vol.zarr"), data=volumes, chunks=(1, 6, 16, 16))
     config = config_for(tmp_path, input=str(tmp_path / "vol.zarr"), shard_size=4)
-    summary = run_restore(config, ClusterConfig(workers=1))
+    summary = run_restore(config)["summary"]
     out = OutputGroup.open(config.output)
     assert out.run["layout"] == "volumes" and summary["shards"] == 4  # 2 volumes x (4 + 2 slices)
     assert out.read("restored").shape == (2, 6, 16, 16) and out.read("metrics/psnr").shape == (2, 6)
     assert out.read("latents").shape == (2, 6, 1, 16, 16)
     assert np.array_equal(out.read("ground_truth"), volumes)
     assert np.isfinite(out.read("metrics/psnr")).all()
+
+
+def test_a_grown_input_restores_only_its_new_samples(tmp_path, prefect_server):
+    import zarr
+
+    from priorflow.datasets import load_digits
+
+    config = config_for(tmp_path, shard_size=4, cluster={"workers": 1})
+    digits = load_digits("test", 16)[0][:10].numpy()
+    source = zarr.open_array(config.input, mode="r+")
+    source.resize((6, 1, 16, 16))  # the dataset as first seen: 6 images, the last shard half full
+    first = run_restore(config)
+    assert first["summary"]["samples_done"] == 6 and sum(r["samples"] for r in first["shards"]) == 6
+    before = {name: OutputGroup.open(config.output).read(name) for name in ("restored", "latents", "metrics/seconds")}
+
+    source.resize((10, 1, 16, 16))
+    source[6:] = digits[6:]  # four new images arrive
+    second = run_restore(config)
+    out = OutputGroup.open(config.output)
+    assert second["summary"]["samples_done"] == second["summary"]["samples"] == 10
+    assert [(r["shard"], r["samples"]) for r in second["shards"]] == [(1, 2), (2, 2)]  # only samples 6..9
+    for name, old in before.items():  # the first run's results, bit for bit (seconds would differ if re-solved)
+        assert np.array_equal(out.read(name)[:6], old)
+    assert np.isfinite(out.read("metrics/psnr")).all() and out.done().all()
+
+    # the new samples are exactly what a run over the whole grown input gives
+    fresh = run_restore(config.model_copy(update={"output": str(tmp_path / "fresh.zarr")}))
+    assert fresh["summary"]["samples_done"] == 10
+    assert np.allclose(OutputGroup.open(str(tmp_path / "fresh.zarr")).read("restored"), out.read("restored"), atol=1e-5)
+
+    nothing_new = run_restore(config)
+    assert nothing_new["shards"] == []
+
+    source.resize((8, 1, 16, 16))  # shrinking would leave results without their samples: refused
+    with pytest.raises(RunConflict, match="only grow"):
+        run_restore(config)
+
+
+def test_run_artifacts(tmp_path, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from priorflow.tasks.reduce import ARTIFACT_KEYS
+
+    config = config_for(tmp_path, shard_size=6, cluster={"workers": 1})
+    result = run_restore(config)
+    with get_client(sync_client=True) as client:
+        mine = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[result["flow_run"]])))
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["priorflow-progress"])),
+                                         sort=ArtifactSort.UPDATED_DESC, limit=1)
+    by_key = {a.key: a for a in mine}
+    assert set(ARTIFACT_KEYS.values()) <= set(by_key)
+    assert "| psnr |" in by_key[ARTIFACT_KEYS["metrics"]].data and "12/12 samples restored" in by_key[ARTIFACT_KEYS["metrics"]].data
+    assert by_key[ARTIFACT_KEYS["output"]].data == f"[{config.output}]({config.output})"
+    assert "data:image/png;base64," in by_key[ARTIFACT_KEYS["grid"]].data and (tmp_path / "out.zarr" / "grid.png").is_file()
+    assert progress[0].data == 100.0

@@ -8,7 +8,7 @@ import zarr
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
 from priorflow.errors import PriorflowError
-from priorflow.flows.restore import ClusterConfig, run_restore
+from priorflow.flows.restore import run_restore
 from priorflow.storage.inputs import open_input
 from priorflow.storage.outputs import OutputGroup
 from priorflow.storage.urls import open_store
@@ -33,7 +33,7 @@ def test_restore_flow_on_s3(bucket, prefect_server):
         "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
         "shard_size": 4,
     })
-    summary = run_restore(config, ClusterConfig(workers=2))
+    summary = run_restore(config)["summary"]
     assert summary["shards_done"] == 3 and summary["psnr"]["count"] == 10
     # read back with plain zarr + s3fs, as a user would
     group = zarr.open_group(store=open_store(config.output, read_only=True), mode="r")

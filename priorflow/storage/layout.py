@@ -7,7 +7,7 @@ never write the same object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -27,6 +27,10 @@ class Shard:
     n1: int
     d0: int
     d1: int
+
+    @property
+    def size(self) -> int:
+        return (self.n1 - self.n0) * (self.d1 - self.d0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,21 @@ class SampleLayout:
         if self.kind == "volumes":
             return (shard.n0, slice(shard.d0, shard.d1))
         return (slice(shard.d0, shard.d1),)
+
+    def pending(self, shards: list[Shard], done: np.ndarray) -> list[Shard]:
+        """The part of each shard still to solve, given per-sample `done` flags (leading shape).
+
+        Results are marked done shard by shard and inputs only grow at the end, so what is left of a shard is a
+        tail of it: the samples an earlier run wrote are never solved again.
+        """
+        pending = []
+        for shard in shards:
+            undone = np.flatnonzero(~done[self.index(shard)].ravel())
+            if undone.size == 0:
+                continue
+            first = int(undone[0])
+            pending.append(replace(shard, n0=shard.n0 + first) if self.kind == "images" else replace(shard, d0=shard.d0 + first))
+        return pending
 
     def sample_ids(self, shard: Shard) -> list[int]:
         """Flat sample numbers n * D + d: they seed each sample, whatever the sharding."""

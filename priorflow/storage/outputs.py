@@ -6,11 +6,12 @@
     measurement     leading + measurement shape (benchmark mode)
     ground_truth    as restored (benchmark mode)
     metrics/*       leading: psnr, ssim, lpips (benchmark mode), iterations, stop_reason (code), seconds, nfe
-    _done           (shards,): 1 once every array of the shard is written, the last write of a shard
+    _done           leading: 1 once every array of the sample is written, the last write of a shard
 
 Every array is chunked so that one shard is one chunk (one object), so concurrent workers never write the same
 object. Attributes record the whole run configuration and its fingerprint; a run with another configuration is
-refused unless told to overwrite.
+refused unless told to overwrite. An input that grew by appending samples (along its first axis) grows the
+group: the arrays are resized, what is already restored stays as it is, and only the new samples are pending.
 """
 
 from __future__ import annotations
@@ -104,22 +105,28 @@ class OutputGroup:
                 f"{url} holds results of another configuration (fingerprint {existing['fingerprint'][:12]}, "
                 f"this run {run['fingerprint'][:12]}); use a new output or overwrite"
             )
+        fresh = existing is None or existing["fingerprint"] != run["fingerprint"]
+        if not fresh and "_done" in group:
+            check_growth(url, tuple(group["_done"].shape), layout.leading)
         lock_id = uuid.uuid4().hex
         lock = {"id": lock_id, "owner": owner, "since": time.time()}
-        if existing is None or existing["fingerprint"] != run["fingerprint"]:
+        if fresh:
             group = zarr.open_group(store=store, mode="w")
         group.attrs.update({RUN_ATTRIBUTE: run, LOCK_ATTRIBUTE: lock})
         output = cls(url, group)
         leading_chunks = layout.leading_chunks(shard_size)
         for name, spec in arrays.items():
             output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing), spec.dtype, spec.fill)
-        output._require("_done", (len(layout.plan(shard_size)),), (1,), "u1", 0)
+        output._require("_done", layout.leading, leading_chunks, "u1", 0)
         return output, lock_id
 
     def _require(self, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: float | int) -> None:
+        """Create the array, or keep it (resized when the input grew: existing chunks are kept as they are)."""
         if name in self.group:
             existing = self.group[name]
-            if tuple(existing.shape) == shape and tuple(existing.chunks) == chunks:
+            if tuple(existing.chunks) == chunks and tuple(existing.shape[1:]) == shape[1:] and existing.dtype == np.dtype(dtype):
+                if tuple(existing.shape) != shape:
+                    existing.resize(shape)
                 return
         self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True)
 
@@ -137,14 +144,15 @@ class OutputGroup:
 
     # --- shards ------------------------------------------------------------------------------------------
     def done(self) -> np.ndarray:
-        return np.asarray(self.group["_done"][:]).astype(bool)
+        """Per sample (the layout's leading shape): True once all its arrays are written."""
+        return np.asarray(self.group["_done"][...]).astype(bool)
 
     def write_shard(self, layout: SampleLayout, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
-        """Write every array of one shard, then mark it done (the marker is the last write)."""
+        """Write every array of one shard, then mark its samples done (the marker is the last write)."""
         index = layout.index(shard)
         for name, block in arrays.items():
             self.group[name][index] = block
-        self.group["_done"][shard.index] = 1
+        self.group["_done"][index] = 1
 
     def read(self, name: str) -> np.ndarray:
         return np.asarray(self.group[name][...])
@@ -152,6 +160,16 @@ class OutputGroup:
     @property
     def run(self) -> dict[str, Any]:
         return dict(self.group.attrs[RUN_ATTRIBUTE])
+
+
+def check_growth(url: str, held: tuple[int, ...], leading: tuple[int, ...]) -> None:
+    """An input may only grow by appending samples along its first axis; anything else would misplace results."""
+    if len(held) == len(leading) and held[1:] == leading[1:] and leading[0] >= held[0]:
+        return
+    raise RunConflict(
+        f"{url} holds results for a sample grid {held}, but the input now has {leading}; an input may only grow "
+        f"by appending along its first axis. Use a new output, or overwrite"
+    )
 
 
 def stop_reason_codes(reasons: list[str]) -> np.ndarray:

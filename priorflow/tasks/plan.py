@@ -26,7 +26,7 @@ from priorflow.tasks.prior_cache import cached_prior
 class RunPlan:
     layout: SampleLayout  # of the input
     shards: list[Shard]  # all shards
-    pending: list[Shard]  # shards not written yet
+    pending: list[Shard]  # what is left to solve of each shard (new samples only, when the input grew)
     lock_id: str
 
 
@@ -110,5 +110,4 @@ def plan_shards(config: RunConfig, overwrite: bool = False) -> RunPlan:
         overwrite=overwrite,
     )
     shards = layout.plan(config.shard_size)
-    done = output.done()
-    return RunPlan(layout, shards, [s for s in shards if not done[s.index]], lock_id)
+    return RunPlan(layout, shards, layout.pending(shards, output.done()), lock_id)

@@ -1,20 +1,26 @@
-"""Aggregate the per-sample metrics of a finished run into the group's attributes, summary.json and an artifact."""
+"""Aggregate the per-sample metrics of a run into the group's attributes and summary.json, and publish the run's
+Prefect artifacts: the metrics table, a link to the output group and a grid of a few restored samples."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import fsspec
 import numpy as np
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from priorflow.config import RunConfig
+from priorflow.storage.layout import SampleLayout
 from priorflow.storage.outputs import PER_SAMPLE_METRICS, OutputGroup
 from priorflow.storage.urls import normalize_url
+from priorflow.viz import output_columns, png_bytes, render_grid
 
 SUMMARY_ATTRIBUTE = "priorflow_summary"
+ARTIFACT_KEYS = {"metrics": "priorflow-metrics", "output": "priorflow-output", "grid": "priorflow-grid"}
+GRID_SAMPLES = 6
 
 
 def summarize(output: OutputGroup) -> dict[str, Any]:
@@ -33,13 +39,18 @@ def summarize(output: OutputGroup) -> dict[str, Any]:
                              "std": float(values.std()), "count": int(values.size)}
     if "seconds" in summary:
         summary["seconds"]["total"] = float(output.read("metrics/seconds").sum())
-    summary["shards_done"] = int(output.done().sum())
-    summary["shards"] = int(output.done().size)
+    done = output.done()
+    layout = SampleLayout(output.run["layout"], tuple(output.run["input_shape"]))
+    shards = layout.plan(output.run["config"]["shard_size"])
+    summary["samples_done"] = int(done.sum())
+    summary["shards_done"] = sum(bool(done[layout.index(s)].all()) for s in shards)
+    summary["shards"] = len(shards)
     return summary
 
 
 def markdown_table(url: str, summary: dict[str, Any]) -> str:
-    rows = [f"# priorflow restore: `{url}`", "", f"{summary['samples']} samples, {summary['shards_done']}/{summary['shards']} shards.", "",
+    rows = [f"# priorflow restore: `{url}`", "",
+            f"{summary['samples_done']}/{summary['samples']} samples restored, {summary['shards_done']}/{summary['shards']} shards.", "",
             "| metric | mean | median | std | count |", "|---|---|---|---|---|"]
     for name in ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe"):
         if name in summary:
@@ -57,5 +68,15 @@ def reduce_metrics(config: RunConfig) -> dict[str, Any]:
     url = normalize_url(config.output)
     with fsspec.open(f"{url}/summary.json", "w") as f:
         json.dump(summary, f, indent=1)
-    create_markdown_artifact(markdown_table(url, summary), key="priorflow-restore-metrics", description="per-sample metrics")
+    columns = output_columns(output, GRID_SAMPLES)
+    png = png_bytes(render_grid(columns))
+    with fsspec.open(f"{url}/grid.png", "wb") as f:
+        f.write(png)
+    create_markdown_artifact(markdown_table(url, summary), key=ARTIFACT_KEYS["metrics"], description="per-sample metrics")
+    create_link_artifact(url, link_text=url, key=ARTIFACT_KEYS["output"], description="the output Zarr group")
+    create_markdown_artifact(
+        f"# First {GRID_SAMPLES} samples of `{url}`\n\nColumns: {', '.join(columns)}.\n\n"
+        f"![restored samples](data:image/png;base64,{base64.b64encode(png).decode()})\n\nFile: `{url}/grid.png`",
+        key=ARTIFACT_KEYS["grid"], description="a few restored samples",
+    )
     return summary
