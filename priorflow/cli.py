@@ -161,15 +161,13 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
 def _run_config(config: Path | None, fields: dict[str, Any], cluster: Path | None = None, **cluster_fields: Any) -> RunConfig:
     """The run configuration from a file and/or the command line; a --cluster file and cluster options override
     the file's `cluster` section field by field."""
-    from priorflow.config import load_config, validate_config
+    from priorflow.config import load_cluster, load_config, validate_config
 
     given = {k: v for k, v in fields.items() if v is not None}
     run = load_config(config, **given) if config else validate_config(given, "command line")
     overrides = {k: v for k, v in cluster_fields.items() if v is not None}
     if cluster is None and not overrides:
         return run
-    from priorflow.flows.clusters import load_cluster
-
     base = (load_cluster(cluster) if cluster else run.cluster).model_dump(exclude_unset=True)
     return validate_config({**run.model_dump(mode="json"), "cluster": {**base, **overrides}}, "command line")
 

@@ -53,6 +53,8 @@ class ClusterConfig(BaseModel):
     def _one_kind(self) -> ClusterConfig:
         if self.address and self.slurm:
             raise ValueError("give either address (an existing scheduler) or slurm (new SLURM jobs), not both")
+        if self.workers and (self.address or self.slurm):
+            raise ValueError("workers sizes a LocalCluster; with address or slurm the cluster decides its workers")
         return self
 
 
@@ -94,17 +96,38 @@ class RunConfig(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_config(path: Path, **overrides: Any) -> RunConfig:
-    """A RunConfig from a .yaml/.yml/.toml file; errors name the file and the bad field."""
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping in a .yaml/.yml/.toml file; unreadable or malformed files are errors that name the file."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise PriorflowError(f"cannot read config {path}: {exc}") from exc
+        raise PriorflowError(f"cannot read {what} {path}: {exc}") from exc
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise PriorflowError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
-    return validate_config({**(data or {}), **overrides}, str(path))
+    if not isinstance(data, dict | None):
+        raise PriorflowError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data or {}
+
+
+def field_errors(source: str, exc: ValidationError) -> PriorflowError:
+    """One message naming every bad field (dotted path) and what is wrong with it."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+    return PriorflowError(f"{source}: {problems}")
+
+
+def load_config(path: Path, **overrides: Any) -> RunConfig:
+    """A RunConfig from a .yaml/.yml/.toml file; errors name the file and the bad field."""
+    return validate_config({**read_mapping(path, "config"), **overrides}, str(path))
+
+
+def load_cluster(path: Path) -> ClusterConfig:
+    """A ClusterConfig from a .yaml/.yml/.toml file, e.g. deployments/slurm.yaml."""
+    try:
+        return ClusterConfig.model_validate(read_mapping(path, "cluster spec"))
+    except ValidationError as exc:
+        raise field_errors(str(path), exc) from exc
 
 
 def validate_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:
@@ -114,5 +137,4 @@ def validate_config(data: dict[str, Any], source: str = "configuration") -> RunC
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise PriorflowError(f"{source}: {problems}") from exc
+        raise field_errors(source, exc) from exc

@@ -140,3 +140,23 @@ def test_run_artifacts(tmp_path, prefect_server):
     assert by_key[ARTIFACT_KEYS["output"]].data == f"[{config.output}]({config.output})"
     assert "data:image/png;base64," in by_key[ARTIFACT_KEYS["grid"]].data and (tmp_path / "out.zarr" / "grid.png").is_file()
     assert progress[0].data == 100.0
+
+
+def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
+    """`prefect concurrency-limit create priorflow-solve 1` (priorflow-gpu on GPUs): one solver task at a time
+    across all runs, even on two Dask workers."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+
+    config = config_for(tmp_path, shard_size=4, cluster={"workers": 2})
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="priorflow-solve", concurrency_limit=1)
+        try:
+            result = run_restore(config)
+        finally:
+            client.delete_concurrency_limit_by_tag("priorflow-solve")
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[result["flow_run"]])))
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[c.id for c in children])))
+    spans = sorted((t.start_time, t.end_time) for t in tasks if t.name.startswith("solve-shard"))
+    assert result["summary"]["shards_done"] == 3 and len(spans) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans

@@ -67,6 +67,8 @@ def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
         logger.info("%d of %d samples to solve, in %d shards", pending, plan.layout.num_samples, len(plan.pending))
         if plan.pending:  # an up-to-date output starts no cluster at all
             where = placement(config.cluster)
+            if where.gpu_per_task is None and config.device == "auto":  # a CPU-only run never touches a GPU
+                config = config.model_copy(update={"device": "cpu"})
             reports = solve_shards.with_options(task_runner=where.runner)(config, plan.pending, where.gpu_per_task)
         return {"summary": reduce_metrics(config), "shards": reports, "flow_run": str(runtime.flow_run.id)}
     finally:

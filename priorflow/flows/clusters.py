@@ -1,0 +1,128 @@
+"""Where a run's shards execute: a Dask task runner for the configured cluster, and how much GPU a task asks for.
+
+Three kinds of cluster (`ClusterConfig`): a LocalCluster started for the run, an existing Dask scheduler, or
+SLURM jobs started for the run by dask-jobqueue. GPU tasks ask for a share of a Dask `GPU` resource that each
+GPU worker advertises as 1, so a worker runs at most `tasks_per_gpu` solver tasks on its GPU at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib.util import find_spec
+from typing import Any
+
+from prefect_dask import DaskTaskRunner
+
+from priorflow.config import ClusterConfig, SlurmSpec
+from priorflow.errors import PriorflowError
+
+
+@dataclass(frozen=True)
+class Placement:
+    runner: DaskTaskRunner
+    gpu_per_task: float | None  # the Dask `GPU` resource each solver task asks for; None: CPU only, never a GPU
+
+
+def placement(cluster: ClusterConfig, connect_timeout: float = 10.0) -> Placement:
+    """The task runner for `cluster`, and the GPU share of one task (1 / tasks_per_gpu) when the run uses GPUs.
+
+    Fails early, with what to do, where GPU tasks could never be placed and would stay pending forever.
+    """
+    if cluster.address:
+        gpu = _scheduler_uses_gpus(cluster, connect_timeout)
+        return Placement(DaskTaskRunner(address=cluster.address), 1 / cluster.tasks_per_gpu if gpu else None)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    if cluster.slurm:
+        return _slurm_placement(cluster, cluster.slurm)
+    import torch
+
+    cluster_class, kwargs, share = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
+    return Placement(DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs), share)
+
+
+def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tuple[str, dict[str, Any], float | None]:
+    """The cluster class, its arguments and the GPU share of a task for a LocalCluster on a machine with `gpus`
+    CUDA devices: one worker per GPU, each pinned to its own GPU (dask-cuda) and running tasks_per_gpu tasks at
+    once; without GPUs, single-threaded CPU workers."""
+    gpu = cluster.gpu if cluster.gpu is not None else gpus > 0
+    if not gpu:
+        return "distributed.LocalCluster", {"n_workers": cluster.workers or 2, "threads_per_worker": 1,
+                                            "processes": True, "dashboard_address": ":0"}, None
+    if not gpus:
+        raise PriorflowError("gpu is set but CUDA is not available here: set gpu: false, or run on a machine with a GPU")
+    workers = cluster.workers or gpus
+    if workers > gpus:
+        raise PriorflowError(f"{workers} workers for {gpus} GPUs: there is one worker per GPU; "
+                             "let workers share a GPU with tasks_per_gpu instead")
+    kwargs = {"n_workers": workers, "threads_per_worker": cluster.tasks_per_gpu, "resources": {"GPU": 1},
+              "dashboard_address": ":0"}
+    if has_dask_cuda:  # LocalCUDACluster sets CUDA_VISIBLE_DEVICES per worker (and always uses processes)
+        return "dask_cuda.LocalCUDACluster", kwargs, 1 / cluster.tasks_per_gpu
+    if workers > 1:
+        raise PriorflowError(f"{workers} GPU workers need dask-cuda to give each its own GPU: "
+                             "pip install 'priorflow[cuda]', or set workers: 1")
+    return "distributed.LocalCluster", {**kwargs, "processes": True}, 1 / cluster.tasks_per_gpu
+
+
+def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, Any]:
+    """dask_jobqueue.SLURMCluster arguments for one job of `spec` (no jobs are submitted until it is scaled).
+
+    GPU jobs run one worker per GPU, advertising GPU=1 and running tasks_per_gpu tasks at once; with several GPUs
+    the workers are started by dask-cuda, which gives each its own GPU (plain `dask worker --nworkers` would put
+    them all on the first one). CPU jobs run one single-threaded worker per core, like the LocalCluster.
+    """
+    gpus = spec.gpus_per_job
+    workers, threads = (gpus, tasks_per_gpu) if gpus else (spec.cores_per_job, 1)
+    return {
+        "queue": spec.partition,
+        "account": spec.account,
+        "processes": workers,  # dask-cuda names its workers <name>-<i> too, as jobqueue expects of a job's workers
+        "cores": workers * threads,  # Dask threads per job: jobqueue gives each worker cores / processes
+        "job_cpu": spec.cores_per_job,  # the cores SLURM books (--cpus-per-task)
+        "memory": spec.memory,  # booked with --mem; each worker's --memory-limit is memory / processes
+        "walltime": spec.walltime,
+        "worker_command": "dask_cuda.cli" if gpus > 1 else "distributed.cli.dask_worker",
+        "worker_extra_args": ["--resources", "GPU=1"] if gpus else [],
+        "job_script_prologue": [*spec.prologue, *([] if gpus else ["export OMP_NUM_THREADS=1"])],
+        "job_extra_directives": [*([f"--gres=gpu:{gpus}"] if gpus else []), *spec.directives],
+    }
+
+
+def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
+    """`spec.jobs` SLURM jobs, submitted when the flow starts the runner and cancelled when it closes it."""
+    if find_spec("dask_jobqueue") is None:
+        raise PriorflowError("slurm needs dask-jobqueue: pip install 'priorflow[slurm]'")
+    if spec.gpus_per_job > 1 and find_spec("dask_cuda") is None:  # the jobs run this same Python environment
+        raise PriorflowError(f"gpus_per_job: {spec.gpus_per_job} needs dask-cuda to give each worker its own GPU: "
+                             "pip install 'priorflow[cuda]', or use gpus_per_job: 1 and more jobs")
+    if cluster.gpu and not spec.gpus_per_job:
+        raise PriorflowError("gpu is set but slurm.gpus_per_job is 0: ask for GPUs per job, or set gpu: false")
+    kwargs = slurm_cluster_kwargs(spec, cluster.tasks_per_gpu)
+    runner = DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster",
+                            cluster_kwargs={**kwargs, "n_workers": spec.jobs * kwargs["processes"]})
+    gpu = spec.gpus_per_job > 0 and cluster.gpu is not False
+    return Placement(runner, 1 / cluster.tasks_per_gpu if gpu else None)
+
+
+def _scheduler_uses_gpus(cluster: ClusterConfig, timeout: float) -> bool:
+    """Whether tasks on the running scheduler should ask for GPUs: asked for (gpu), or any worker advertises one."""
+    if cluster.gpu is False:
+        return False
+    from distributed import Client
+
+    try:
+        with Client(cluster.address, timeout=timeout) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+    except (OSError, ValueError) as exc:
+        raise PriorflowError(f"cannot reach the Dask scheduler at {cluster.address}: {exc}") from exc
+    has_gpus = any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers.values())
+    if cluster.gpu and not has_gpus:
+        raise PriorflowError(f"gpu is set but none of the {len(workers)} workers of {cluster.address} advertises a GPU, "
+                             "so the tasks would wait forever: start one worker per GPU with "
+                             f"`dask worker {cluster.address} --resources GPU=1 --nthreads {cluster.tasks_per_gpu}` "
+                             "(`dask cuda worker` for several GPUs per machine), or set gpu: false")
+    return has_gpus

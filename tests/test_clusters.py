@@ -1,0 +1,213 @@
+"""Where shards run: SLURM job scripts (dask-jobqueue), LocalCluster GPU layouts, and a scheduler started from the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from priorflow.config import ClusterConfig, SlurmSpec, load_cluster, validate_config
+from priorflow.datasets import write_digits_array
+from priorflow.errors import PriorflowError
+from priorflow.flows.clusters import local_cluster, placement, slurm_cluster_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def job_script(spec: SlurmSpec, tasks_per_gpu: int = 1) -> str:
+    """The job script dask-jobqueue would submit (building the cluster submits nothing until it is scaled)."""
+    from dask_jobqueue import SLURMCluster
+
+    kwargs = slurm_cluster_kwargs(spec, tasks_per_gpu)
+    with SLURMCluster(**kwargs, scheduler_options={"dashboard_address": ":0"}) as cluster:
+        return cluster.job_script()
+
+
+def test_the_deployed_slurm_spec_gives_one_pinned_gpu_worker_per_gpu():
+    cluster = load_cluster(ROOT / "deployments" / "slurm.yaml")
+    spec = cluster.slurm
+    assert spec is not None and spec.gpus_per_job == 4 and spec.jobs == 2
+    script = job_script(spec)
+    header = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert {"#SBATCH -p gpu", "#SBATCH --gres=gpu:4", "#SBATCH -t 04:00:00", "#SBATCH --cpus-per-task=16",
+            "#SBATCH --mem=120G"} <= set(header)  # 128GB booked as SLURM's GiB, rounded up
+    worker = script.splitlines()[-1]
+    assert "source $HOME/priorflow/.venv/bin/activate" in script.split(worker)[0]
+    # dask-cuda starts one worker per GPU of the job, each with its own CUDA_VISIBLE_DEVICES
+    assert "-m dask_cuda.cli " in worker and "--nworkers" not in worker
+    assert "--resources GPU=1" in worker and "--nthreads 1 " in worker and "--memory-limit 29.80GiB" in worker
+    assert "OMP_NUM_THREADS" not in script
+
+
+def test_slurm_placement_asks_each_task_for_its_gpu_share():
+    spec = SlurmSpec(partition="gpu", gpus_per_job=1, jobs=3)
+    where = placement(ClusterConfig(slurm=spec, tasks_per_gpu=2))
+    assert where.gpu_per_task == 0.5 and where.runner.cluster_class == "dask_jobqueue.SLURMCluster"
+    assert where.runner.cluster_kwargs["n_workers"] == 3 and where.runner.cluster_kwargs["cores"] == 2
+    assert "--nthreads 2 " in job_script(spec, tasks_per_gpu=2)  # two tasks at a time on the worker's GPU
+    assert placement(ClusterConfig(slurm=spec, gpu=False)).gpu_per_task is None
+    with pytest.raises(PriorflowError, match="dask-cuda"):  # not installed here: 4 workers would share GPU 0
+        placement(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 4})))
+    with pytest.raises(PriorflowError, match="gpus_per_job is 0"):
+        placement(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 0}), gpu=True))
+
+
+def test_cpu_only_slurm_jobs_run_a_single_threaded_worker_per_core():
+    spec = SlurmSpec(partition="cpu", account="proj", gpus_per_job=0, cores_per_job=4, memory="16GB",
+                     directives=["--qos=low"], prologue=["module load python"])
+    script = job_script(spec)
+    assert "gres" not in script and "GPU" not in script and "cuda" not in script
+    assert "#SBATCH -A proj" in script and "#SBATCH --qos=low" in script and "#SBATCH --cpus-per-task=4" in script
+    assert "module load python\nexport OMP_NUM_THREADS=1\n" in script
+    assert "--nthreads 1 " in script and "--nworkers 4 " in script
+    assert placement(ClusterConfig(slurm=spec)).gpu_per_task is None
+
+
+def test_a_bad_cluster_spec_names_the_file_and_field(tmp_path):
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text((ROOT / "deployments" / "slurm.yaml").read_text().replace("jobs: 2", "jobs: 0"))
+    with pytest.raises(PriorflowError, match=r"cluster\.yaml: slurm\.jobs: Input should be greater than or equal to 1"):
+        load_cluster(bad)
+    (tmp_path / "c.toml").write_text('address = "tcp://h:8786"\n[slurm]\npartition = "gpu"\n')
+    with pytest.raises(PriorflowError, match=r"c\.toml: .*not both"):
+        load_cluster(tmp_path / "c.toml")
+    with pytest.raises(PriorflowError, match="cannot read cluster spec"):
+        load_cluster(tmp_path / "missing.yaml")
+
+
+def test_local_cluster_layouts():
+    assert local_cluster(ClusterConfig(), gpus=0, has_dask_cuda=False) == (
+        "distributed.LocalCluster", {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"},
+        None)
+    with pytest.raises(PriorflowError, match="CUDA is not available"):
+        local_cluster(ClusterConfig(gpu=True), gpus=0, has_dask_cuda=False)
+
+    name, kwargs, share = local_cluster(ClusterConfig(), gpus=1, has_dask_cuda=False)
+    assert name == "distributed.LocalCluster" and share == 1
+    assert kwargs["n_workers"] == 1 and kwargs["threads_per_worker"] == 1 and kwargs["resources"] == {"GPU": 1}
+
+    name, kwargs, share = local_cluster(ClusterConfig(), gpus=2, has_dask_cuda=True)
+    assert name == "dask_cuda.LocalCUDACluster" and share == 1
+    assert kwargs["n_workers"] == 2 and kwargs["threads_per_worker"] == 1 and kwargs["resources"] == {"GPU": 1}
+    assert "processes" not in kwargs  # LocalCUDACluster passes processes=True itself; a second one is a TypeError
+    with pytest.raises(PriorflowError, match="2 GPU workers need dask-cuda"):
+        local_cluster(ClusterConfig(), gpus=2, has_dask_cuda=False)
+    assert local_cluster(ClusterConfig(workers=1), gpus=2, has_dask_cuda=False)[1]["n_workers"] == 1
+    with pytest.raises(PriorflowError, match="3 workers for 2 GPUs"):
+        local_cluster(ClusterConfig(workers=3), gpus=2, has_dask_cuda=True)
+
+    name, kwargs, share = local_cluster(ClusterConfig(tasks_per_gpu=2), gpus=2, has_dask_cuda=True)
+    assert share == 0.5 and kwargs["threads_per_worker"] == 2  # two tasks at a time on each worker's GPU
+    assert local_cluster(ClusterConfig(gpu=False), gpus=2, has_dask_cuda=True)[2] is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
+    """`dask scheduler` and `dask worker ...` started from the command line; their address and worker addresses."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    commands = [[str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                 "--no-dashboard"],
+                [str(VENV_BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--no-dashboard", *worker_args]]
+    processes = []
+    try:
+        for command in commands:
+            processes.append(subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(int(worker_args[worker_args.index("--nworkers") + 1]), timeout=120)
+            workers = set(client.scheduler_info(n_workers=-1)["workers"])
+        yield address, workers
+    finally:
+        for process in reversed(processes):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def digits_config(tmp_path: Path, address: str, shard_size: int = 5) -> dict:
+    return {
+        "input": write_digits_array(str(tmp_path / "in.zarr"), "test", 12),
+        "output": str(tmp_path / "out.zarr"),
+        "mode": "benchmark",
+        "operator": {"name": "super_resolution", "params": {"factor": 4}},
+        "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
+        "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
+        "shard_size": shard_size,
+        "cluster": {"address": address},
+    }
+
+
+@pytest.mark.pipeline
+def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, prefect_server):
+    from priorflow.flows.restore import run_restore
+    from priorflow.storage.outputs import OutputGroup
+
+    with cli_cluster("--nworkers", "2", "--nthreads", "1") as (address, workers):
+        assert placement(ClusterConfig(address=address)).gpu_per_task is None  # CPU workers: tasks ask for no GPU
+        with pytest.raises(PriorflowError, match=r"none of the 2 workers .* advertises a GPU.*--resources GPU=1"):
+            placement(ClusterConfig(address=address, gpu=True))
+        nowhere = f"tcp://127.0.0.1:{free_port()}"
+        with pytest.raises(PriorflowError, match=f"cannot reach the Dask scheduler at {nowhere}"):
+            placement(ClusterConfig(address=nowhere), connect_timeout=1)
+
+        config = validate_config(digits_config(tmp_path, address))
+        result = run_restore(config)
+    summary = result["summary"]
+    assert summary["shards_done"] == summary["shards"] == 3 and summary["samples"] == 12
+    assert len(result["shards"]) == 3 and {r["worker"] for r in result["shards"]} <= workers
+    assert len({r["worker"] for r in result["shards"]}) == 2  # both CLI-started workers took shards
+    restored = OutputGroup.open(config.output).read("restored")
+    assert restored.shape == (12, 1, 16, 16) and np.isfinite(restored).all()
+
+
+@pytest.mark.pipeline
+def test_gpu_tasks_never_share_a_worker_gpu(tmp_path, prefect_server):
+    """A worker advertising one GPU with two threads runs one solver task at a time (Dask's abstract resources
+    work the same without a real GPU); with tasks_per_gpu 2 it runs two at once."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+
+    from priorflow.flows.restore import run_restore
+
+    def solve_spans(result: dict) -> list[tuple]:
+        with get_client(sync_client=True) as client:
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[result["flow_run"]])))
+            tasks = client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[c.id for c in children])))
+        return sorted((t.start_time, t.end_time, t.tags) for t in tasks if t.name.startswith("solve-shard"))
+
+    def overlapping(spans: list[tuple]) -> bool:
+        return any(nxt[0] < prev[1] for prev, nxt in zip(spans, spans[1:]))
+
+    with cli_cluster("--nworkers", "1", "--nthreads", "2", "--resources", "GPU=1") as (address, _):
+        assert placement(ClusterConfig(address=address)).gpu_per_task == 1  # the worker advertises a GPU
+        one = run_restore(validate_config(digits_config(tmp_path / "one", address, shard_size=3)))
+        two = run_restore(validate_config(digits_config(tmp_path / "two", address, shard_size=3)
+                                          | {"cluster": {"address": address, "tasks_per_gpu": 2}}))
+    spans = solve_spans(one)
+    assert len(spans) == 4 and all("priorflow-gpu" in tags for *_, tags in spans)
+    assert not overlapping(spans), spans
+    assert overlapping(solve_spans(two))  # the check can fail: sharing allowed, the two threads overlap
