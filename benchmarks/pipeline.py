@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py overhead      # restore flow, local Zarr, default shard size -> out/pipeline_overhead.json
     python benchmarks/pipeline.py throughput    # Zarr write/read to Ceph radosgw (scripts/local-s3.sh) -> out/pipeline_s3.json
+    python benchmarks/pipeline.py incremental   # a scheduled run after new samples arrive, and one with none -> out/pipeline_incremental.json
     python benchmarks/pipeline.py report        # -> the pipeline section of benchmarks/RESULTS.md
 """
 
@@ -64,6 +65,42 @@ def overhead(samples: int = 64, workers: int = 1, solver: str = "dmplug") -> Non
 
 
 @app.command()
+def incremental(samples: int = 32, new: int = 4, workers: int = 1, solver: str = "dmplug") -> None:
+    """Wall time of three runs of the restore flow on one output: all `samples`, then `new` appended samples,
+    then nothing new (what a scheduled run costs when the dataset did not grow)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import zarr
+
+    from priorflow.config import validate_config
+    from priorflow.datasets import load_digits, write_digits_array
+    from priorflow.flows.prefect_api import prefect_api
+    from priorflow.flows.restore import restore
+    from priorflow.presets import NOISE, TUNED, solver_options
+
+    work = Path(tempfile.mkdtemp(prefix="priorflow-bench-"))
+    options = solver_options(solver, TUNED["sr_x4"].get(solver, {}))
+    config = validate_config({
+        "input": write_digits_array(str(work / "in.zarr"), "test", samples), "output": str(work / "out.zarr"),
+        "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
+        "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
+        "cluster": {"workers": workers},
+    })
+    runs = {}
+    with prefect_api():
+        for label in ("all samples", f"{new} new samples", "nothing new"):
+            if label.endswith("new samples"):
+                zarr.open_array(config.input, mode="r+").append(load_digits("test", 16)[0][samples:samples + new].numpy())
+            t0 = time.perf_counter()
+            result = restore(config)
+            runs[label] = {"wall_s": time.perf_counter() - t0, "solved": sum(r["samples"] for r in result["shards"])}
+    record = {"samples": samples, "new": new, "workers": workers, "solver": solver, "runs": runs}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "pipeline_incremental.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+
+
+@app.command()
 def throughput(images: int = 128, size: int = 256, port: int = 7490) -> None:
     """Write and read a float32 (images, 1, size, size) array in 16-image chunks on a fresh local radosgw."""
     import s3fs
@@ -102,7 +139,7 @@ def throughput(images: int = 128, size: int = 256, port: int = 7490) -> None:
 @app.command()
 def report() -> None:
     lines = ["## Pipeline", ""]
-    overhead_file, s3_file = OUT / "pipeline_overhead.json", OUT / "pipeline_s3.json"
+    overhead_file, s3_file, incremental_file = (OUT / f"pipeline_{name}.json" for name in ("overhead", "s3", "incremental"))
     if overhead_file.exists():
         r = json.loads(overhead_file.read_text())
         lines += [
@@ -122,6 +159,15 @@ def report() -> None:
             f"(scripts/local-s3.sh), float32 array {tuple(r['array'])} ({r['megabytes']:.0f} MB), {r['chunk_images']} images per chunk.", "",
             "| codec | write MB/s | read MB/s |", "|---|---|---|",
             *[f"| {k} | {v['write_MBps']:.0f} | {v['read_MBps']:.0f} |" for k, v in r["results"].items()], "",
+        ]
+    if incremental_file.exists():
+        r = json.loads(incremental_file.read_text())
+        lines += [
+            f"`python benchmarks/pipeline.py incremental --samples {r['samples']} --new {r['new']}`: three runs of the restore "
+            f"flow on one output (SR x4, {r['solver']} with the tuned options, {r['workers']} worker(s), temporary Prefect "
+            "server already up): the dataset, then after samples were appended, then with nothing new.", "",
+            "| run | samples solved | wall time |", "|---|---|---|",
+            *[f"| {k} | {v['solved']} | {v['wall_s']:.1f} s |" for k, v in r["runs"].items()], "",
         ]
     section = "\n".join(lines)
     write_section("pipeline", section)

@@ -232,12 +232,13 @@ def serve(
     """
     from priorflow.flows.schedule import schedule_for, serve_restore
 
-    try:
-        run = _run_config(config, {}, cluster)
-        from priorflow.tasks.plan import check_run
+    from priorflow.tasks.plan import check_run
 
-        check_run(run)
-        serve_restore(run, schedule_for(cron, interval, timezone), name)
+    try:
+        schedule = schedule_for(cron, interval, timezone)
+        run = _run_config(config, {}, cluster)
+        check_run(run)  # a configuration that cannot run fails now, not at 02:00
+        serve_restore(run, schedule, name)
     except PriorflowError as exc:
         _fail(exc)
 

@@ -8,7 +8,7 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for args in ([], ["train"], ["demo"], ["compare"], ["restore"], ["ingest"], ["show"], ["unlock"]):
+    for args in ([], ["train"], ["demo"], ["compare"], ["restore"], ["ingest"], ["show"], ["unlock"], ["serve"]):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -68,6 +68,38 @@ def test_config_file_errors_name_the_field(tmp_path):
     (tmp_path / "run.toml").write_text("input = 'a'\noutput = 'b'\n[operator\n")
     result = _restore("--config", str(tmp_path / "run.toml"))
     assert result.exit_code == 2 and "not valid TOML" in result.output
+
+
+def test_cluster_spec_and_options_override_the_config_field_by_field(tmp_path):
+    from priorflow.cli import _run_config
+
+    (tmp_path / "run.yaml").write_text("input: a\noutput: b\noperator: {name: identity}\ncluster: {workers: 3, tasks_per_gpu: 2}\n")
+    (tmp_path / "cluster.yaml").write_text("address: tcp://h:8786\n")
+    assert _run_config(tmp_path / "run.yaml", {}).cluster.workers == 3
+    assert _run_config(tmp_path / "run.yaml", {}, gpu=False).cluster.model_dump(exclude_unset=True) == {
+        "workers": 3, "tasks_per_gpu": 2, "gpu": False}
+    assert _run_config(tmp_path / "run.yaml", {}, tmp_path / "cluster.yaml").cluster.address == "tcp://h:8786"
+    both = _restore("--config", str(tmp_path / "run.yaml"), "--address", "tcp://h:8786")
+    assert both.exit_code == 2 and "cluster: Value error, workers sizes a LocalCluster" in both.output.replace("\n", " ")
+
+
+def test_serve_bad_input_exits_non_zero(tmp_path):
+    import zarr
+    import numpy as np
+
+    zarr.create_array(str(tmp_path / "x.zarr"), data=np.zeros((4, 1, 16, 16), dtype="f4"))
+    (tmp_path / "run.yaml").write_text(f"input: {tmp_path / 'x.zarr'}\noutput: {tmp_path / 'o.zarr'}\noperator: {{name: identity}}\n")
+    cases = {
+        "exactly one of --cron": ["--cron", "0 2 * * *", "--interval", "60"],
+        "Invalid cron string": ["--cron", "61 * * *"],
+        "--interval must be positive": ["--interval", "0"],
+        "no Zarr array at": ["--interval", "60", "--config", str(tmp_path / "none.yaml")],
+    }
+    (tmp_path / "none.yaml").write_text(f"input: {tmp_path / 'none.zarr'}\noutput: o\noperator: {{name: identity}}\n")
+    for message, args in cases.items():
+        result = runner.invoke(app, ["serve", "--config", str(tmp_path / "run.yaml"), *args])
+        assert result.exit_code == 2 and message in result.output.replace("\n", " "), (message, result.output)
+    assert not (tmp_path / "o.zarr").exists()
 
 
 def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_url):

@@ -97,10 +97,32 @@ def test_output_group_resume_conflict_and_lock(tmp_path):
     out.write_shard(layout, shard, {"restored": np.ones((2, 1, 4, 4), dtype="f4")})
     out.release(lock)
     again, lock = OutputGroup.prepare(url, layout, 4, arrays, run, owner="second")
-    assert again.done().tolist() == [False, True]
+    assert again.done().tolist() == [False] * 4 + [True] * 2  # per sample
     assert float(again.read("restored")[5].sum()) == 16.0
     again.release(lock)
     with pytest.raises(RunConflict, match="another configuration"):
         OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64}, owner="third")
     fresh, _ = OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64}, owner="third", overwrite=True)
-    assert fresh.done().tolist() == [False, False] and float(fresh.read("restored").sum()) == 0.0
+    assert not fresh.done().any() and float(fresh.read("restored").sum()) == 0.0
+
+
+def test_a_grown_input_leaves_only_the_new_tail_of_each_shard_pending(tmp_path):
+    url = str(tmp_path / "out.zarr")
+    arrays = {"restored": ArraySpec((4, 4), "f4", 0.0)}
+    run = {"fingerprint": "a" * 64}
+    small = SampleLayout.infer((2, 5, 4, 4), 1, "volumes")  # two volumes of five slices
+    out, lock = OutputGroup.prepare(url, small, 4, arrays, run, owner="first")
+    for shard in small.plan(4):
+        out.write_shard(small, shard, {"restored": np.full((shard.size, 4, 4), shard.index + 1, dtype="f4")})
+    out.release(lock)
+    grown = SampleLayout.infer((3, 5, 4, 4), 1, "volumes")  # a third volume arrives
+    again, lock = OutputGroup.prepare(url, grown, 4, arrays, run, owner="second")
+    assert [(s.n0, s.d0, s.d1) for s in grown.pending(grown.plan(4), again.done())] == [(2, 0, 4), (2, 4, 5)]
+    assert np.array_equal(again.read("restored")[:2], out.read("restored")[:2])
+    again.release(lock)
+    with pytest.raises(RunConflict, match="may only grow by appending along its first axis"):
+        OutputGroup.prepare(url, SampleLayout.infer((3, 6, 4, 4), 1, "volumes"), 4, arrays, run, owner="third")
+
+    images = SampleLayout.infer((10, 1, 4, 4), 1)
+    done = np.array([True] * 6 + [False] * 4)
+    assert [(s.index, s.n0, s.n1) for s in images.pending(images.plan(4), done)] == [(1, 6, 8), (2, 8, 10)]
