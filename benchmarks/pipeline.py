@@ -24,26 +24,34 @@ OUT = ROOT / "benchmarks" / "out"
 app = typer.Typer(add_completion=False)
 
 
+def sr_x4_run(samples: int, solver: str, workers: int):
+    """A benchmark-mode run of the sr_x4 task on `samples` held-out digits in a new temporary folder, with the
+    solver's tuned options, on a LocalCluster of `workers` single-threaded workers."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from priorflow.config import validate_config
+    from priorflow.datasets import write_digits_array
+    from priorflow.presets import NOISE, TUNED, solver_options
+
+    work = Path(tempfile.mkdtemp(prefix="priorflow-bench-"))
+    return validate_config({
+        "input": write_digits_array(str(work / "in.zarr"), "test", samples), "output": str(work / "out.zarr"),
+        "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
+        "noise": {"name": NOISE[0], "params": NOISE[1]},
+        "solver": {"name": solver, **solver_options(solver, TUNED["sr_x4"].get(solver, {}))},
+        "cluster": {"workers": workers},
+    })
+
+
 @app.command()
 def overhead(samples: int = 64, workers: int = 1, solver: str = "dmplug") -> None:
     """Run the restore flow on `samples` digits at the default shard size; compare wall time with solver time."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from priorflow.config import RunConfig, validate_config
-    from priorflow.datasets import write_digits_array
+    from priorflow.config import RunConfig
     from priorflow.flows.prefect_api import prefect_api
     from priorflow.flows.restore import restore
-    from priorflow.presets import NOISE, TUNED, solver_options
     from priorflow.storage.outputs import OutputGroup
 
-    work = Path(tempfile.mkdtemp(prefix="priorflow-bench-"))
-    options = solver_options(solver, TUNED["sr_x4"].get(solver, {}))
-    config = validate_config({
-        "input": write_digits_array(str(work / "in.zarr"), "test", samples), "output": str(work / "out.zarr"),
-        "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
-        "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
-        "cluster": {"workers": workers},
-    })
+    config = sr_x4_run(samples, solver, workers)
     shard_size = RunConfig.model_fields["shard_size"].default
     t0 = time.perf_counter()
     with prefect_api():
@@ -68,24 +76,13 @@ def overhead(samples: int = 64, workers: int = 1, solver: str = "dmplug") -> Non
 def incremental(samples: int = 32, new: int = 4, workers: int = 1, solver: str = "dmplug") -> None:
     """Wall time of three runs of the restore flow on one output: all `samples`, then `new` appended samples,
     then nothing new (what a scheduled run costs when the dataset did not grow)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import zarr
 
-    from priorflow.config import validate_config
-    from priorflow.datasets import load_digits, write_digits_array
+    from priorflow.datasets import load_digits
     from priorflow.flows.prefect_api import prefect_api
     from priorflow.flows.restore import restore
-    from priorflow.presets import NOISE, TUNED, solver_options
 
-    work = Path(tempfile.mkdtemp(prefix="priorflow-bench-"))
-    options = solver_options(solver, TUNED["sr_x4"].get(solver, {}))
-    config = validate_config({
-        "input": write_digits_array(str(work / "in.zarr"), "test", samples), "output": str(work / "out.zarr"),
-        "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
-        "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
-        "cluster": {"workers": workers},
-    })
+    config = sr_x4_run(samples, solver, workers)
     runs = {}
     with prefect_api():
         for label in ("all samples", f"{new} new samples", "nothing new"):

@@ -54,6 +54,24 @@ def digits_prior() -> DiffusionPrior:
     return load_prior(BUNDLED_PRIOR)
 
 
+def digits_run(folder: Path, count: int = 12, **overrides) -> dict:
+    """The fields of a small benchmark-mode run: `count` held-out digits written to FOLDER/in.zarr, SR x4 with
+    noise, a fast MPGD, output FOLDER/out.zarr; `overrides` replace fields."""
+    from priorflow.datasets import write_digits_array
+
+    return {
+        "input": write_digits_array(str(folder / "in.zarr"), "test", count),
+        "output": str(folder / "out.zarr"),
+        "mode": "benchmark",
+        "operator": {"name": "super_resolution", "params": {"factor": 4}},
+        "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
+        "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
+        "shard_size": 5,
+        "seed": 7,
+        "cluster": {"workers": 2},
+    } | overrides
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

@@ -84,8 +84,8 @@ def test_cluster_spec_and_options_override_the_config_field_by_field(tmp_path):
 
 
 def test_serve_bad_input_exits_non_zero(tmp_path):
-    import zarr
     import numpy as np
+    import zarr
 
     zarr.create_array(str(tmp_path / "x.zarr"), data=np.zeros((4, 1, 16, 16), dtype="f4"))
     (tmp_path / "run.yaml").write_text(f"input: {tmp_path / 'x.zarr'}\noutput: {tmp_path / 'o.zarr'}\noperator: {{name: identity}}\n")

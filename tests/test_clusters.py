@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import digits_run
 
 from priorflow.config import ClusterConfig, SlurmSpec, load_cluster, validate_config
-from priorflow.datasets import write_digits_array
 from priorflow.errors import PriorflowError
 from priorflow.flows.clusters import local_cluster, placement, slurm_cluster_kwargs
 
@@ -146,19 +147,6 @@ def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
                 process.wait()
 
 
-def digits_config(tmp_path: Path, address: str, shard_size: int = 5) -> dict:
-    return {
-        "input": write_digits_array(str(tmp_path / "in.zarr"), "test", 12),
-        "output": str(tmp_path / "out.zarr"),
-        "mode": "benchmark",
-        "operator": {"name": "super_resolution", "params": {"factor": 4}},
-        "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
-        "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
-        "shard_size": shard_size,
-        "cluster": {"address": address},
-    }
-
-
 @pytest.mark.pipeline
 def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, prefect_server):
     from priorflow.flows.restore import run_restore
@@ -172,7 +160,7 @@ def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, prefect_
         with pytest.raises(PriorflowError, match=f"cannot reach the Dask scheduler at {nowhere}"):
             placement(ClusterConfig(address=nowhere), connect_timeout=1)
 
-        config = validate_config(digits_config(tmp_path, address))
+        config = validate_config(digits_run(tmp_path, cluster={"address": address}))
         result = run_restore(config)
     summary = result["summary"]
     assert summary["shards_done"] == summary["shards"] == 3 and summary["samples"] == 12
@@ -187,7 +175,12 @@ def test_gpu_tasks_never_share_a_worker_gpu(tmp_path, prefect_server):
     """A worker advertising one GPU with two threads runs one solver task at a time (Dask's abstract resources
     work the same without a real GPU); with tasks_per_gpu 2 it runs two at once."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
 
     from priorflow.flows.restore import run_restore
 
@@ -200,13 +193,13 @@ def test_gpu_tasks_never_share_a_worker_gpu(tmp_path, prefect_server):
         return sorted((t.start_time, t.end_time, t.tags) for t in tasks if t.name.startswith("solve-shard"))
 
     def overlapping(spans: list[tuple]) -> bool:
-        return any(nxt[0] < prev[1] for prev, nxt in zip(spans, spans[1:]))
+        return any(nxt[0] < prev[1] for prev, nxt in itertools.pairwise(spans))
 
     with cli_cluster("--nworkers", "1", "--nthreads", "2", "--resources", "GPU=1") as (address, _):
         assert placement(ClusterConfig(address=address)).gpu_per_task == 1  # the worker advertises a GPU
-        one = run_restore(validate_config(digits_config(tmp_path / "one", address, shard_size=3)))
-        two = run_restore(validate_config(digits_config(tmp_path / "two", address, shard_size=3)
-                                          | {"cluster": {"address": address, "tasks_per_gpu": 2}}))
+        one = run_restore(validate_config(digits_run(tmp_path / "one", shard_size=3, cluster={"address": address})))
+        two = run_restore(validate_config(digits_run(tmp_path / "two", shard_size=3,
+                                                     cluster={"address": address, "tasks_per_gpu": 2})))
     spans = solve_spans(one)
     assert len(spans) == 4 and all("priorflow-gpu" in tags for *_, tags in spans)
     assert not overlapping(spans), spans

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from conftest import digits_run
 
-from priorflow.datasets import load_digits, write_digits_array
+from priorflow.datasets import load_digits
 from priorflow.storage.outputs import OutputGroup
 from priorflow.tasks.reduce import ARTIFACT_KEYS
 
@@ -105,12 +106,9 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subpr
     return done
 
 
-def small_config(tmp_path: Path, count: int, **fields) -> dict:
-    return {
-        "input": write_digits_array(str(tmp_path / "in.zarr"), "test", count), "output": str(tmp_path / "out.zarr"),
-        "mode": "benchmark", "operator": {"name": "super_resolution", "params": {"factor": 4}},
-        "solver": {"name": "mpgd", "steps": 20, "scale": 4.0}, "shard_size": 4, "cluster": {"workers": 1}, **fields,
-    }
+def small_config(tmp_path: Path, count: int) -> dict:
+    return digits_run(tmp_path, count, solver={"name": "mpgd", "steps": 20, "scale": 4.0}, shard_size=4,
+                      cluster={"workers": 1})
 
 
 def test_deploy_prefect_yaml_and_run_it_on_a_process_worker(tmp_path, server_env):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from conftest import digits_run
 
 from priorflow.bundled import prior_path
 from priorflow.config import validate_config
-from priorflow.datasets import write_digits_array
 from priorflow.flows.restore import run_restore
-from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, load_prior, sample_generators
 from priorflow.presets import classical_baseline
+from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, load_prior, sample_generators
 from priorflow.solvers.metrics import psnr
 from priorflow.storage.outputs import OutputGroup, RunConflict
 from priorflow.tasks.solve import NOISE_SEED_OFFSET
@@ -20,18 +22,7 @@ pytestmark = pytest.mark.pipeline
 
 
 def config_for(tmp_path, **overrides):
-    fields = {
-        "input": write_digits_array(str(tmp_path / "in.zarr"), "test", 12),
-        "output": str(tmp_path / "out.zarr"),
-        "mode": "benchmark",
-        "operator": {"name": "super_resolution", "params": {"factor": 4}},
-        "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
-        "solver": {"name": "mpgd", "steps": 50, "scale": 4.0},
-        "shard_size": 5,
-        "seed": 7,
-        "cluster": {"workers": 2},
-    }
-    return validate_config(fields | overrides)
+    return validate_config(digits_run(tmp_path, **overrides))
 
 
 def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
@@ -146,7 +137,12 @@ def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
     """`prefect concurrency-limit create priorflow-solve 1` (priorflow-gpu on GPUs): one solver task at a time
     across all runs, even on two Dask workers."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
 
     config = config_for(tmp_path, shard_size=4, cluster={"workers": 2})
     with get_client(sync_client=True) as client:
@@ -159,4 +155,4 @@ def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
         tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[c.id for c in children])))
     spans = sorted((t.start_time, t.end_time) for t in tasks if t.name.startswith("solve-shard"))
     assert result["summary"]["shards_done"] == 3 and len(spans) == 3
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
