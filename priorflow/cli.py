@@ -76,7 +76,8 @@ def compare(
 
     from priorflow.bundled import prior_path
     from priorflow.datasets import load_digits
-    from priorflow.presets import TUNED, classical_baseline, simulate, solver_options, task as task_preset
+    from priorflow.presets import TUNED, classical_baseline, simulate, solver_options
+    from priorflow.presets import task as task_preset
     from priorflow.solvers import build_solver, load_prior
     from priorflow.solvers.device import set_cpu_threads
     from priorflow.solvers.metrics import image_metrics
@@ -124,7 +125,8 @@ def demo(
     """
     from priorflow.datasets import write_digits_array
     from priorflow.flows.restore import run_restore
-    from priorflow.presets import NOISE, TUNED, solver_options, task as task_preset
+    from priorflow.presets import NOISE, TUNED, solver_options
+    from priorflow.presets import task as task_preset
     from priorflow.storage.outputs import OutputGroup
     from priorflow.viz import output_grid
 
@@ -231,7 +233,6 @@ def serve(
     picked up by the next run. Set PREFECT_API_URL to keep the runs on a server; stop with Ctrl-C.
     """
     from priorflow.flows.schedule import schedule_for, serve_restore
-
     from priorflow.tasks.plan import check_run
 
     try:

@@ -7,8 +7,8 @@ the deployment never overlap (a run that finds the previous one still going is c
 from __future__ import annotations
 
 from prefect import serve
-from prefect.client.schemas.schedules import CronSchedule
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron, Interval, Schedule
 from pydantic import ValidationError
