@@ -22,6 +22,7 @@ ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLi
 
 
 def schedule_for(cron: str | None, interval: float | None, timezone: str) -> Schedule:
+    """The schedule the user asked for, checked now: a bad cron or time zone fails at start, not at the first tick."""
     if (cron is None) == (interval is None):
         raise PriorflowError("give exactly one of --cron (e.g. '0 2 * * *') and --interval (seconds)")
     if cron is not None:
