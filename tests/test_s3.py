@@ -48,6 +48,16 @@ def test_restore_flow_on_s3(bucket, prefect_server):
     assert len(chunks) == 3  # one object per shard
     assert OutputGroup.open(config.output).done().all()
 
+    # two new images arrive in the S3 input: the next run restores them alone, in the half-full last shard
+    from priorflow.datasets import load_digits
+
+    zarr.open_array(store=open_store(config.input), mode="r+").append(load_digits("test", 16)[0][10:12].numpy())
+    grown = run_restore(config)
+    assert [(r["shard"], r["samples"]) for r in grown["shards"]] == [(2, 2)]
+    group = zarr.open_group(store=open_store(config.output, read_only=True), mode="r")
+    assert np.array_equal(np.asarray(group["restored"][:10]), restored) and group["restored"].shape[0] == 12
+    assert grown["summary"]["samples_done"] == 12 and np.isfinite(np.asarray(group["metrics/psnr"][:])).all()
+
 
 def test_s3_errors_are_clear(bucket, monkeypatch):
     with pytest.raises(PriorflowError, match="no Zarr array"):

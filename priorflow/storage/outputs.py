@@ -106,7 +106,8 @@ class OutputGroup:
                 f"this run {run['fingerprint'][:12]}); use a new output or overwrite"
             )
         fresh = existing is None or existing["fingerprint"] != run["fingerprint"]
-        if not fresh and "_done" in group:
+        leading_chunks = layout.leading_chunks(shard_size)
+        if not fresh and "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
             check_growth(url, tuple(group["_done"].shape), layout.leading)
         lock_id = uuid.uuid4().hex
         lock = {"id": lock_id, "owner": owner, "since": time.time()}
@@ -114,7 +115,6 @@ class OutputGroup:
             group = zarr.open_group(store=store, mode="w")
         group.attrs.update({RUN_ATTRIBUTE: run, LOCK_ATTRIBUTE: lock})
         output = cls(url, group)
-        leading_chunks = layout.leading_chunks(shard_size)
         for name, spec in arrays.items():
             output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing), spec.dtype, spec.fill)
         output._require("_done", layout.leading, leading_chunks, "u1", 0)
