@@ -13,10 +13,17 @@ from priorflow.bundled import prior_path
 from priorflow.config import validate_config
 from priorflow.flows.restore import run_restore
 from priorflow.presets import classical_baseline
-from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, load_prior, sample_generators
+from priorflow.solvers import (
+    NOISE_SEED_OFFSET,
+    InverseProblem,
+    build_noise,
+    build_operator,
+    build_solver,
+    load_prior,
+    sample_generators,
+)
 from priorflow.solvers.metrics import psnr
 from priorflow.storage.outputs import OutputGroup, RunConflict
-from priorflow.tasks.solve import NOISE_SEED_OFFSET
 
 pytestmark = pytest.mark.pipeline
 

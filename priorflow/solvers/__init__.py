@@ -2,8 +2,8 @@
 
     prior = load_prior(path)
     op = build_operator("super_resolution", prior.image_shape, seeds, factor=4)
-    y = build_noise("gaussian", sigma=0.05)(op(x), sample_generators(seeds))
-    result = build_solver("dmplug").solve(prior, InverseProblem(y, op), seeds)
+    problem = simulate_measurements(x, op, build_noise("gaussian", sigma=0.05), seeds)  # or InverseProblem(y, op)
+    result = build_solver("dmplug").solve(prior, problem, seeds)
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from priorflow.errors import PriorflowError, unknown_name
-from priorflow.solvers.base import Solver, SolverResult, sample_generators
+from priorflow.solvers.base import Solver, SolverResult
 from priorflow.solvers.dmplug import DMPlug, DMPlugBlind
-from priorflow.solvers.noise import NOISE_MODELS, build_noise
+from priorflow.solvers.noise import NOISE_MODELS, build_noise, sample_generators
 from priorflow.solvers.operators import OPERATORS, build_operator
 from priorflow.solvers.prior import DiffusionPrior, load_prior
-from priorflow.solvers.problem import InverseProblem, Objective, PerSampleLoss
+from priorflow.solvers.problem import NOISE_SEED_OFFSET, InverseProblem, Objective, PerSampleLoss, simulate_measurements
 from priorflow.solvers.sampling import DDIM, DPS, MPGD
 from priorflow.solvers.stopping import ESWMV, Discrepancy, FixedIterations
 
@@ -43,5 +43,5 @@ def build_solver(name: str, **params: Any) -> Solver:
 __all__ = [
     "DDIM", "DPS", "MPGD", "DMPlug", "DMPlugBlind", "ESWMV", "Discrepancy", "FixedIterations", "DiffusionPrior",
     "InverseProblem", "NOISE_MODELS_NAMES", "OPERATOR_NAMES", "Objective", "PerSampleLoss", "Solver", "SolverConfig", "SolverResult", "SOLVERS",
-    "build_noise", "build_operator", "build_solver", "load_prior", "sample_generators",
+    "build_noise", "build_operator", "build_solver", "load_prior", "sample_generators", "simulate_measurements", "NOISE_SEED_OFFSET",
 ]

@@ -40,11 +40,6 @@ class SolverResult:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
-def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per sample: the same seed gives the same numbers on CPU and CUDA."""
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
-
-
 def randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
     """(B, *shape) standard normal noise, row i drawn from generators[i]."""
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)

@@ -17,8 +17,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.base import Callback, Solver, SolverResult, randn, sample_generators, to_unit
+from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
 from priorflow.solvers.diffusion import ddim_step
+from priorflow.solvers.noise import sample_generators
 from priorflow.solvers.operators import BlindBlur
 from priorflow.solvers.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, MeasurementFit, Objective

@@ -20,6 +20,11 @@ from priorflow.errors import PriorflowError, unknown_name
 ValueRange = Literal["0,1", "-1,1"]
 
 
+def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: the same seed gives the same numbers on CPU and CUDA."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
 def _per_sample(shape: Sequence[int], generators: Sequence[torch.Generator], draw: Callable[..., Tensor]) -> Tensor:
     return torch.stack([draw(tuple(shape[1:]), g) for g in generators])
 

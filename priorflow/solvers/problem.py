@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,9 +11,14 @@ import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
+from priorflow.solvers.noise import NoiseModel, sample_generators
 from priorflow.solvers.operators import Operator
 
 FitKind = Literal["norm", "mse"]
+
+# A sample's noise is drawn from seed + offset, its solver from seed: the streams of a dataset never meet while
+# it has fewer samples than the offset.
+NOISE_SEED_OFFSET = 1_000_000_007
 
 
 class Objective(ABC):
@@ -85,3 +90,10 @@ class PerSampleLoss(Objective):
 
     def take(self, index: Tensor) -> PerSampleLoss:
         return PerSampleLoss(self.fn, *(t[index.to(t.device)] for t in self.tensors), batch_size=len(index))
+
+
+def simulate_measurements(x: Tensor, operator: Operator, noise: NoiseModel, seeds: Sequence[int],
+             noise_seed_offset: int = NOISE_SEED_OFFSET) -> InverseProblem:
+    """Measurements y = noise(A(x)) of clean images x in [0, 1]; sample i's noise from seeds[i] + offset."""
+    y = noise(operator(x), sample_generators([noise_seed_offset + int(s) for s in seeds]))
+    return InverseProblem(y, operator)

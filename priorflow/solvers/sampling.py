@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from priorflow.solvers.base import Callback, Solver, SolverResult, randn, sample_generators, to_unit
+from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
 from priorflow.solvers.diffusion import ddim_sigma, ddim_step
+from priorflow.solvers.noise import sample_generators
 from priorflow.solvers.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, Objective
 from priorflow.solvers.stopping import STOP_COMPLETED

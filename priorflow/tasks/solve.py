@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 
 from priorflow.config import RunConfig
 from priorflow.errors import PriorflowError
-from priorflow.solvers import InverseProblem, build_noise, build_operator, sample_generators
+from priorflow.solvers import InverseProblem, build_noise, build_operator, simulate_measurements
 from priorflow.solvers.metrics import image_metrics
 from priorflow.storage.inputs import open_input
 from priorflow.storage.layout import Shard
@@ -21,8 +21,6 @@ from priorflow.storage.outputs import OutputGroup, stop_reason_codes
 from priorflow.storage.urls import StorageError
 from priorflow.tasks.plan import pipeline_solver
 from priorflow.tasks.prior_cache import cached_prior
-
-NOISE_SEED_OFFSET = 1_000_000_007  # measurement noise and solver draw from different streams of a sample
 
 
 def worker_name() -> str:
@@ -54,8 +52,7 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     truth = None
     if config.mode == "benchmark":
         truth = data
-        noise = build_noise(config.noise.name, **config.noise.params)
-        data = noise(operator(truth), sample_generators([NOISE_SEED_OFFSET + s for s in seeds]))
+        data = simulate_measurements(truth, operator, build_noise(config.noise.name, **config.noise.params), seeds).y
     read_done = time.perf_counter()
     solver = pipeline_solver(config)
     result = solver.solve(prior, InverseProblem(data, operator), seeds)
