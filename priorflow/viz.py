@@ -45,14 +45,17 @@ def png_bytes(image: Image) -> bytes:
 
 
 def output_columns(output: OutputGroup, count: int = 8) -> dict[str, Tensor]:
-    """Measurement (enlarged to the restored size), restored and ground truth of the first `count` samples."""
+    """Measurement (enlarged to the restored size), restored and ground truth of the first `count` samples (of the
+    first volume, for volumes)."""
     import torch
     import torch.nn.functional as F
 
-    per_sample = output.run["layout"] == "images"
+    kind = output.run["layout"]
+    per_sample = kind == "images"
+    head = (0, slice(0, count)) if kind == "volumes" else (slice(0, count),)  # read only what is shown
 
     def samples(name: str, channels_last_three: bool) -> Tensor:
-        data = np.asarray(output.group[name][...], dtype=np.float32)
+        data = np.asarray(output.group[name][head], dtype=np.float32)
         flat = data.reshape(-1, *data.shape[-3:]) if channels_last_three else data.reshape(-1, 1, *data.shape[-2:])
         return torch.from_numpy(flat[:count])
 

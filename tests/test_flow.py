@@ -24,6 +24,7 @@ from priorflow.solvers import (
 )
 from priorflow.solvers.metrics import psnr
 from priorflow.storage.outputs import OutputGroup, RunConflict
+from priorflow.viz import output_columns
 
 pytestmark = pytest.mark.pipeline
 
@@ -81,6 +82,9 @@ def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_s
     assert out.read("latents").shape == (2, 6, 1, 16, 16)
     assert np.array_equal(out.read("ground_truth"), volumes)
     assert np.isfinite(out.read("metrics/psnr")).all()
+    columns = output_columns(out, 4)  # the artifact grid shows the first volume's first slices
+    assert columns["measurement"].shape == columns["restored"].shape == (4, 1, 16, 16)
+    assert np.array_equal(columns["ground_truth"][:, 0].numpy(), volumes[0, :4])
 
 
 def test_a_grown_input_restores_only_its_new_samples(tmp_path, prefect_server):
