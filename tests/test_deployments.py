@@ -3,6 +3,7 @@ deployments/prefect.yaml on a process work pool and worker, and `priorflow serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,22 +83,14 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         stop(server)
 
 
-def client_for(env: dict[str, str]):
+@contextlib.contextmanager
+def client_for(env: dict[str, str]) -> Iterator:
+    """A Prefect client of the server `env` points at (this process's own settings point elsewhere)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    class Client:
-        def __enter__(self):
-            self._settings = temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]})
-            self._settings.__enter__()
-            self._client = get_client(sync_client=True)
-            return self._client.__enter__()
-
-        def __exit__(self, *exc):
-            self._client.__exit__(*exc)
-            self._settings.__exit__(*exc)
-
-    return Client()
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        yield client
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -31,8 +31,8 @@ def placement(cluster: ClusterConfig, connect_timeout: float = 10.0) -> Placemen
     Fails early, with what to do, where GPU tasks could never be placed and would stay pending forever.
     """
     if cluster.address:
-        gpu = _scheduler_uses_gpus(cluster, connect_timeout)
-        return Placement(DaskTaskRunner(address=cluster.address), 1 / cluster.tasks_per_gpu if gpu else None)
+        uses_gpus = _scheduler_uses_gpus(cluster, connect_timeout)
+        return Placement(DaskTaskRunner(address=cluster.address), gpu_share(cluster, uses_gpus))
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -42,6 +42,11 @@ def placement(cluster: ClusterConfig, connect_timeout: float = 10.0) -> Placemen
 
     cluster_class, kwargs, share = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
     return Placement(DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs), share)
+
+
+def gpu_share(cluster: ClusterConfig, uses_gpus: bool) -> float | None:
+    """The `GPU` resource one solver task asks for: 1 / tasks_per_gpu on GPUs, none at all on CPU."""
+    return 1 / cluster.tasks_per_gpu if uses_gpus else None
 
 
 def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tuple[str, dict[str, Any], float | None]:
@@ -61,11 +66,11 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
     kwargs = {"n_workers": workers, "threads_per_worker": cluster.tasks_per_gpu, "resources": {"GPU": 1},
               "dashboard_address": ":0"}
     if has_dask_cuda:  # LocalCUDACluster sets CUDA_VISIBLE_DEVICES per worker (and always uses processes)
-        return "dask_cuda.LocalCUDACluster", kwargs, 1 / cluster.tasks_per_gpu
+        return "dask_cuda.LocalCUDACluster", kwargs, gpu_share(cluster, True)
     if workers > 1:
         raise PriorflowError(f"{workers} GPU workers need dask-cuda to give each its own GPU: "
                              "pip install 'priorflow[cuda]', or set workers: 1")
-    return "distributed.LocalCluster", {**kwargs, "processes": True}, 1 / cluster.tasks_per_gpu
+    return "distributed.LocalCluster", {**kwargs, "processes": True}, gpu_share(cluster, True)
 
 
 def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, Any]:
@@ -104,8 +109,7 @@ def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
     kwargs = slurm_cluster_kwargs(spec, cluster.tasks_per_gpu)
     runner = DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster",
                             cluster_kwargs={**kwargs, "n_workers": spec.jobs * kwargs["processes"]})
-    gpu = spec.gpus_per_job > 0 and cluster.gpu is not False
-    return Placement(runner, 1 / cluster.tasks_per_gpu if gpu else None)
+    return Placement(runner, gpu_share(cluster, spec.gpus_per_job > 0 and cluster.gpu is not False))
 
 
 def _scheduler_uses_gpus(cluster: ClusterConfig, timeout: float) -> bool:

@@ -25,7 +25,6 @@ from priorflow.tasks.prior_cache import cached_prior
 @dataclass(frozen=True)
 class RunPlan:
     layout: SampleLayout  # of the input
-    shards: list[Shard]  # all shards
     pending: list[Shard]  # what is left to solve of each shard (new samples only, when the input grew)
     lock_id: str
 
@@ -110,4 +109,4 @@ def plan_shards(config: RunConfig, overwrite: bool = False) -> RunPlan:
         overwrite=overwrite,
     )
     shards = layout.plan(config.shard_size)
-    return RunPlan(layout, shards, layout.pending(shards, output.done()), lock_id)
+    return RunPlan(layout, layout.pending(shards, output.done()), lock_id)
