@@ -34,13 +34,18 @@ def render_grid(columns: dict[str, Tensor], zoom: int = 4) -> Image:
 
 def save_grid(columns: dict[str, Tensor], path: Path, zoom: int = 4) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    render_grid(columns, zoom).save(path)
+    path.write_bytes(png_bytes(render_grid(columns, zoom)))
     return path
 
 
 def png_bytes(image: Image) -> bytes:
+    """PNG data that names priorflow as its writer (a text chunk), so priorflow knows its own files later."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "priorflow")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

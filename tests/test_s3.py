@@ -43,7 +43,7 @@ def test_restore_flow_on_s3(bucket, prefect_server):
     assert np.mean((restored - truth) ** 2) < np.mean((np.asarray(group["measurement"][:]) - truth) ** 2) / 4
     assert group.attrs["priorflow_summary"]["samples"] == 10
     fs = s3fs.S3FileSystem()
-    assert fs.exists("priorflow-test/restored.zarr/summary.json")
+    assert fs.exists("priorflow-test/restored.summary.json") and not fs.exists("priorflow-test/restored.zarr/summary.json")
     chunks = fs.ls("priorflow-test/restored.zarr/restored/c")
     assert len(chunks) == 3  # one object per shard
     assert OutputGroup.open(config.output).done().all()

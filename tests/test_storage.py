@@ -18,7 +18,7 @@ from priorflow.storage.urls import StorageError
     [((10, 3, 8, 8), 3, "images", (10, 1)), ((2, 5, 8, 8), 1, "volumes", (2, 5)), ((7, 8, 8), 1, "volume", (1, 7))],
 )
 def test_layouts_and_shards_cover_every_sample_once(shape, channels, kind, grid):
-    layout = SampleLayout.infer(shape, channels)
+    layout = SampleLayout.infer(shape, channels, kind if kind == "volumes" else None)
     assert layout.kind == kind and layout.grid == grid
     shards = layout.plan(3)
     ids = [i for s in shards for i in layout.sample_ids(s)]
@@ -37,20 +37,30 @@ def test_layout_errors_name_the_problem():
         SampleLayout.infer((4, 8, 8), 3)
     with pytest.raises(ShapeError, match=r"\(N, C, H, W\)"):
         SampleLayout.infer((4, 8), 1)
+    with pytest.raises(ShapeError, match="axis 1 has 3.*--layout volumes"):  # never silently taken for volumes
+        SampleLayout.infer((4, 3, 8, 8), 1)
 
 
 def test_input_validation(tmp_path):
     url = str(tmp_path / "x.zarr")
     zarr.create_array(url, data=np.full((4, 1, 8, 8), 2.0, dtype="f4"), chunks=(2, 1, 8, 8))
     source = open_input(url, 1)
-    with pytest.raises(PriorflowError, match=r"must be in \[0, 1\], found 2..2"):
+    with pytest.raises(PriorflowError, match=r"images as floats must be in \[0, 1\], found 2..2"):
         source.read(source.layout.plan(2)[0])
+    with pytest.raises(PriorflowError, match=r"must be in \[0, 1\]"):
+        source.check_values()
+    measured = open_input(url, 1, measurements=True)  # measurements are data: noise leaves [0, 1]
+    measured.check_values()
+    assert float(measured.read(measured.layout.plan(2)[0]).max()) == 2.0
     nan = np.zeros((2, 1, 8, 8), dtype="f4")
     nan[1, 0, 3, 3] = np.nan
     zarr.create_array(str(tmp_path / "nan.zarr"), data=nan)
-    with pytest.raises(PriorflowError, match="NaN"):
-        source = open_input(str(tmp_path / "nan.zarr"), 1)
-        source.read(source.layout.plan(2)[0])
+    for measurements in (False, True):
+        source = open_input(str(tmp_path / "nan.zarr"), 1, measurements=measurements)
+        with pytest.raises(PriorflowError, match=r"1 NaN or infinite values \(the first at index \(1, 0, 3, 3\)"):
+            source.read(source.layout.plan(2)[0])
+        with pytest.raises(PriorflowError, match="NaN or infinite"):
+            source.check_values()
     zarr.create_array(str(tmp_path / "i.zarr"), data=np.zeros((2, 1, 8, 8), dtype="i4"))
     with pytest.raises(PriorflowError, match="unsupported dtype int32"):
         open_input(str(tmp_path / "i.zarr"), 1)
@@ -85,43 +95,41 @@ def test_ingest_images_and_tiff_stacks(tmp_path):
     assert not (tmp_path / "bad.zarr").exists()  # nothing half-written left behind
 
 
-def test_output_group_resume_conflict_and_lock(tmp_path):
+def test_output_group_resume_and_conflict(tmp_path):
     url = str(tmp_path / "out.zarr")
     layout = SampleLayout.infer((6, 1, 4, 4), 1)
-    arrays = {"restored": ArraySpec((1, 4, 4), "f4", 0.0)}
+    arrays = {"restored": ArraySpec((1, 4, 4), ("channel", "y", "x"), "f4", 0.0)}
     run = {"fingerprint": "a" * 64}
-    out, lock = OutputGroup.prepare(url, layout, 4, arrays, run, owner="first")
-    with pytest.raises(RunConflict, match="being written by another run \\(first"):
-        OutputGroup.prepare(url, layout, 4, arrays, run, owner="second")
+    out = OutputGroup.prepare(url, layout, 4, arrays, run)
+    assert out.group["restored"].metadata.dimension_names == ("sample", "channel", "y", "x")
     shard = layout.plan(4)[1]
     out.write_shard(layout, shard, {"restored": np.ones((2, 1, 4, 4), dtype="f4")})
-    out.release(lock)
-    again, lock = OutputGroup.prepare(url, layout, 4, arrays, run, owner="second")
+    again = OutputGroup.prepare(url, layout, 4, arrays, run)
     assert again.done().tolist() == [False] * 4 + [True] * 2  # per sample
     assert float(again.read("restored")[5].sum()) == 16.0
-    again.release(lock)
     with pytest.raises(RunConflict, match="another configuration"):
-        OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64}, owner="third")
-    fresh, _ = OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64}, owner="third", overwrite=True)
+        OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64})
+    fresh = OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "b" * 64}, overwrite=True)
     assert not fresh.done().any() and float(fresh.read("restored").sum()) == 0.0
+    # a group with no finished sample (a run that failed before any result) is taken over without --overwrite
+    taken = OutputGroup.prepare(url, layout, 4, arrays, {"fingerprint": "c" * 64})
+    assert taken.run["fingerprint"] == "c" * 64
 
 
 def test_a_grown_input_leaves_only_the_new_tail_of_each_shard_pending(tmp_path):
     url = str(tmp_path / "out.zarr")
-    arrays = {"restored": ArraySpec((4, 4), "f4", 0.0)}
+    arrays = {"restored": ArraySpec((4, 4), ("y", "x"), "f4", 0.0)}
     run = {"fingerprint": "a" * 64}
     small = SampleLayout.infer((2, 5, 4, 4), 1, "volumes")  # two volumes of five slices
-    out, lock = OutputGroup.prepare(url, small, 4, arrays, run, owner="first")
+    out = OutputGroup.prepare(url, small, 4, arrays, run)
     for shard in small.plan(4):
         out.write_shard(small, shard, {"restored": np.full((shard.size, 4, 4), shard.index + 1, dtype="f4")})
-    out.release(lock)
     grown = SampleLayout.infer((3, 5, 4, 4), 1, "volumes")  # a third volume arrives
-    again, lock = OutputGroup.prepare(url, grown, 4, arrays, run, owner="second")
+    again = OutputGroup.prepare(url, grown, 4, arrays, run)
     assert [(s.n0, s.d0, s.d1) for s in grown.pending(grown.plan(4), again.done())] == [(2, 0, 4), (2, 4, 5)]
     assert np.array_equal(again.read("restored")[:2], out.read("restored")[:2])
-    again.release(lock)
     with pytest.raises(RunConflict, match="may only grow by appending along its first axis"):
-        OutputGroup.prepare(url, SampleLayout.infer((3, 6, 4, 4), 1, "volumes"), 4, arrays, run, owner="third")
+        OutputGroup.prepare(url, SampleLayout.infer((3, 6, 4, 4), 1, "volumes"), 4, arrays, run)
 
     images = SampleLayout.infer((10, 1, 4, 4), 1)
     done = np.array([True] * 6 + [False] * 4)

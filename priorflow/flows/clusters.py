@@ -97,8 +97,20 @@ def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, A
     }
 
 
-def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
-    """`spec.jobs` SLURM jobs, submitted when the flow starts the runner and cancelled when it closes it."""
+def check_cluster(cluster: ClusterConfig) -> None:
+    """The cluster checks that need no connection (GPUs asked for but absent, missing packages), run before a
+    server, a cluster or an output exists. An existing scheduler is asked about its GPUs by `placement`."""
+    if cluster.address:
+        return
+    if cluster.slurm:
+        _check_slurm(cluster, cluster.slurm)
+        return
+    import torch
+
+    local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
+
+
+def _check_slurm(cluster: ClusterConfig, spec: SlurmSpec) -> None:
     if find_spec("dask_jobqueue") is None:
         raise PriorflowError("slurm needs dask-jobqueue: pip install 'priorflow[slurm]'")
     if spec.gpus_per_job > 1 and find_spec("dask_cuda") is None:  # the jobs run this same Python environment
@@ -106,6 +118,11 @@ def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
                              "pip install 'priorflow[cuda]', or use gpus_per_job: 1 and more jobs")
     if cluster.gpu and not spec.gpus_per_job:
         raise PriorflowError("gpu is set but slurm.gpus_per_job is 0: ask for GPUs per job, or set gpu: false")
+
+
+def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
+    """`spec.jobs` SLURM jobs, submitted when the flow starts the runner and cancelled when it closes it."""
+    _check_slurm(cluster, spec)
     kwargs = slurm_cluster_kwargs(spec, cluster.tasks_per_gpu)
     runner = DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster",
                             cluster_kwargs={**kwargs, "n_workers": spec.jobs * kwargs["processes"]})

@@ -22,7 +22,7 @@ from priorflow.errors import PriorflowError
 from priorflow.flows.clusters import placement
 from priorflow.flows.prefect_api import prefect_api
 from priorflow.storage.layout import Shard
-from priorflow.storage.outputs import OutputGroup
+from priorflow.storage.lease import held
 from priorflow.tasks.plan import check_run, plan_shards
 from priorflow.tasks.reduce import reduce_metrics
 from priorflow.tasks.solve import solve_shard
@@ -58,10 +58,14 @@ def solve_shards(config: RunConfig, shards: list[Shard], gpu_per_task: float | N
 
 @flow(name="restore")
 def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Restore what `config.output` does not hold yet, on `config.cluster`; summarize the whole output."""
+    """Restore what `config.output` does not hold yet, on `config.cluster`; summarize the whole output.
+
+    The run holds the output's writer lease throughout (priorflow.storage.lease): a second run waits for a dead
+    one's lease to go stale and takes over, and is refused while a live one renews it.
+    """
     logger = get_run_logger()
-    plan = plan_shards(config, overwrite)
-    try:
+    with held(config.output, owner=f"flow run {runtime.flow_run.id}") as lease:
+        plan = plan_shards(config, overwrite)
         reports: list[dict[str, Any]] = []
         pending = sum(s.size for s in plan.pending)
         logger.info("%d of %d samples to solve, in %d shards", pending, plan.layout.num_samples, len(plan.pending))
@@ -70,13 +74,14 @@ def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
             if where.gpu_per_task is None and config.device == "auto":  # a CPU-only run never touches a GPU
                 config = config.model_copy(update={"device": "cpu"})
             reports = solve_shards.with_options(task_runner=where.runner)(config, plan.pending, where.gpu_per_task)
+        if lease.lost.is_set():
+            raise PriorflowError(f"another run took {config.output} over while this one was not renewing its lease "
+                                 "(was the process paused?); its results stand, rerun to summarize")
         return {"summary": reduce_metrics(config), "shards": reports, "flow_run": str(runtime.flow_run.id)}
-    finally:
-        OutputGroup.open(config.output, read_only=False).release(plan.lock_id)
 
 
 def run_restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
     """Run the restore flow against PREFECT_API_URL, or one temporary Prefect server shared with the workers."""
-    check_run(config)  # bad input fails here, before a server or a cluster starts
+    check_run(config, overwrite)  # bad input fails here, before a server, a cluster or an output group exists
     with prefect_api():
         return restore(config, overwrite=overwrite)

@@ -1,4 +1,5 @@
-"""Reading input datasets: a Zarr array of images or volumes, uint8/uint16 or float in [0, 1]."""
+"""Reading input datasets: a Zarr array of images or volumes (uint8/uint16, or floats in [0, 1]), or of
+measurements (uint8/uint16, or any finite floats: noise legitimately leaves [0, 1])."""
 
 from __future__ import annotations
 
@@ -16,32 +17,48 @@ from priorflow.storage.urls import StorageError, describe_storage_error, normali
 LAYOUT_ATTRIBUTE = "priorflow_layout"
 
 
+SCAN_ELEMENTS = 2**26  # inputs up to this size (256 MB of float32) are checked whole before a run starts
+
+
 @dataclass
 class InputDataset:
     url: str
     array: zarr.Array
     layout: SampleLayout
+    measurements: bool = False  # measured data: floats need not lie in [0, 1]
 
     def read(self, shard: Shard) -> Tensor:
-        """The shard's samples as (b, C, h, w) float32 in [0, 1]; NaN or out-of-range values are an error."""
+        """The shard's samples as (b, C, h, w) float32; NaN, infinite or (for images) out-of-range values are an error."""
         block = np.asarray(self.array[self.layout.index(shard)])
-        return torch.from_numpy(self.layout.to_samples(to_unit_range(block, f"{self.url} shard {shard.index}")))
+        return torch.from_numpy(self.layout.to_samples(self.to_float(block, f"{self.url} shard {shard.index}")))
+
+    def to_float(self, block: np.ndarray, where: str) -> np.ndarray:
+        """uint8/uint16 scaled to [0, 1]; floats checked: finite, and in [0, 1] unless they are measurements."""
+        if np.issubdtype(block.dtype, np.unsignedinteger):
+            return (block.astype(np.float32) / np.iinfo(block.dtype).max).astype(np.float32)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PriorflowError(f"{where}: {int(bad.sum())} NaN or infinite values (the first at index {first} of the block)")
+        if self.measurements:
+            return block.astype(np.float32)
+        low, high = float(block.min()), float(block.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise PriorflowError(f"{where}: images as floats must be in [0, 1], found {low:.4g}..{high:.4g}")
+        return np.clip(block, 0.0, 1.0).astype(np.float32)
+
+    def check_values(self, budget: int = SCAN_ELEMENTS) -> None:
+        """Check the values before any work starts: the whole input when it is at most `budget` elements, else its
+        first and last chunks (each shard is checked again when a worker reads it)."""
+        step = self.array.chunks[0]
+        starts = list(range(0, self.array.shape[0], step))
+        if self.array.size > budget:
+            starts = sorted({starts[0], starts[-1]})
+        for start in starts:
+            self.to_float(np.asarray(self.array[start : start + step]), f"{self.url}[{start}:{start + step}]")
 
 
-def to_unit_range(block: np.ndarray, where: str) -> np.ndarray:
-    if np.issubdtype(block.dtype, np.unsignedinteger):
-        return (block.astype(np.float32) / np.iinfo(block.dtype).max).astype(np.float32)
-    if not np.issubdtype(block.dtype, np.floating):
-        raise PriorflowError(f"{where}: unsupported dtype {block.dtype}; use uint8, uint16 or floats in [0, 1]")
-    if not np.isfinite(block).all():
-        raise PriorflowError(f"{where}: contains NaN or infinite values")
-    low, high = float(block.min()), float(block.max())
-    if low < -1e-6 or high > 1 + 1e-6:
-        raise PriorflowError(f"{where}: float values must be in [0, 1], found {low:.4g}..{high:.4g}")
-    return np.clip(block, 0.0, 1.0).astype(np.float32)
-
-
-def open_input(url: str, channels: int, kind: Kind | None = None) -> InputDataset:
+def open_input(url: str, channels: int, kind: Kind | None = None, measurements: bool = False) -> InputDataset:
     """Open an input array; the layout comes from `kind`, the array's `priorflow_layout` attribute, or its shape."""
     url = normalize_url(url)
     try:
@@ -54,9 +71,9 @@ def open_input(url: str, channels: int, kind: Kind | None = None) -> InputDatase
         names = ", ".join(sorted(node.array_keys())) or "none"
         raise StorageError(f"{url} is a Zarr group, not an array (arrays in it: {names}); give the array's URL")
     if not (np.issubdtype(node.dtype, np.unsignedinteger) or np.issubdtype(node.dtype, np.floating)):
-        raise PriorflowError(f"{url}: unsupported dtype {node.dtype}; use uint8, uint16 or floats in [0, 1]")
+        raise PriorflowError(f"{url}: unsupported dtype {node.dtype}; use uint8, uint16 or floats")
     try:
         layout = SampleLayout.infer(tuple(node.shape), channels, kind or node.attrs.get(LAYOUT_ATTRIBUTE))
     except ShapeError as exc:
         raise ShapeError(f"{url}: {exc}") from exc
-    return InputDataset(url, node, layout)
+    return InputDataset(url, node, layout, measurements)

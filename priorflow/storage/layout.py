@@ -44,8 +44,13 @@ class SampleLayout:
         if kind is None:
             if len(shape) == 3:
                 kind = "volume"
+            elif len(shape) == 4 and shape[1] == channels:
+                kind = "images"
             elif len(shape) == 4:
-                kind = "images" if shape[1] == channels else "volumes"
+                raise ShapeError(
+                    f"shape {shape} is not (N, C, H, W) images for this {channels}-channel prior (axis 1 has "
+                    f"{shape[1]}); if it holds (N, D, H, W) volumes, say so with --layout volumes (layout: volumes)"
+                )
             else:
                 raise ShapeError(f"input arrays must be (N, C, H, W), (N, D, H, W) or (D, H, W); got shape {shape}")
         if kind not in KINDS:
@@ -71,6 +76,16 @@ class SampleLayout:
     def leading(self) -> tuple[int, ...]:
         """Shape of the per-sample grid: (N,), (N, D) or (D,)."""
         return {"images": self.shape[:1], "volumes": self.shape[:2], "volume": self.shape[:1]}[self.kind]
+
+    @property
+    def leading_dims(self) -> tuple[str, ...]:
+        """Dimension names of the per-sample grid, as output arrays record them."""
+        return {"images": ("sample",), "volumes": ("volume", "slice"), "volume": ("slice",)}[self.kind]
+
+    @property
+    def trailing_dims(self) -> tuple[str, ...]:
+        """Dimension names of one sample in this layout: (channel, y, x) for images, (y, x) for slices."""
+        return ("channel", "y", "x") if self.kind == "images" else ("y", "x")
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:

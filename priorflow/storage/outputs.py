@@ -9,15 +9,14 @@
     _done           leading: 1 once every array of the sample is written, the last write of a shard
 
 Every array is chunked so that one shard is one chunk (one object), so concurrent workers never write the same
-object. Attributes record the whole run configuration and its fingerprint; a run with another configuration is
-refused unless told to overwrite. An input that grew by appending samples (along its first axis) grows the
+object. Every array carries dimension names, so xarray opens the group. Attributes record the whole run
+configuration and its fingerprint; a run with another configuration is refused unless told to overwrite, which
+deletes only these arrays. `_lease/` holds the writer lease (priorflow.storage.lease). An input that grew by appending samples (along its first axis) grows the
 group: the arrays are resized, what is already restored stays as it is, and only the new samples are pending.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +27,13 @@ from zarr.errors import GroupNotFoundError
 from priorflow.errors import PriorflowError
 from priorflow.solvers.stopping import STOP_REASONS
 from priorflow.storage.layout import SampleLayout, Shard
+from priorflow.storage.location import RUN_ATTRIBUTE, inspect_output
 from priorflow.storage.urls import describe_storage_error, normalize_url, open_store
 
-RUN_ATTRIBUTE = "priorflow_run"
-LOCK_ATTRIBUTE = "priorflow_lock"
-LOCK_STALE_SECONDS = 6 * 3600
+SUMMARY_ATTRIBUTE = "priorflow_summary"
 PER_SAMPLE_METRICS = {"psnr": "f8", "ssim": "f8", "lpips": "f8", "iterations": "i8", "stop_reason": "i1", "seconds": "f8", "nfe": "i8"}
+OWN_ARRAYS = ("restored", "latents", "trace", "measurement", "ground_truth", *(f"metrics/{m}" for m in PER_SAMPLE_METRICS), "_done")
+"""Every array priorflow writes into an output group: the only ones a run with --overwrite ever deletes."""
 
 
 class RunConflict(PriorflowError):
@@ -42,9 +42,10 @@ class RunConflict(PriorflowError):
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """An output array: its per-sample trailing shape and dtype."""
+    """An output array: its per-sample trailing shape, dimension names (for xarray and NGFF readers) and dtype."""
 
     trailing: tuple[int, ...]
+    dims: tuple[str, ...]
     dtype: str
     fill: float | int
 
@@ -57,12 +58,16 @@ class OutputGroup:
     def open(cls, url: str, read_only: bool = True) -> OutputGroup:
         url = normalize_url(url)
         try:
-            group = zarr.open_group(store=open_store(url, read_only=read_only), mode="r" if read_only else "r+")
+            node = zarr.open(store=open_store(url, read_only=read_only), mode="r" if read_only else "r+")
         except (FileNotFoundError, GroupNotFoundError) as exc:
             raise PriorflowError(f"no priorflow output group at {url}") from exc
         except Exception as exc:  # noqa: BLE001
             raise describe_storage_error(url, exc) from exc
-        return cls(url, group)
+        if not isinstance(node, zarr.Group):
+            raise PriorflowError(f"{url} is a Zarr array, not a priorflow output group")
+        if RUN_ATTRIBUTE not in node.attrs:
+            raise PriorflowError(f"{url} is a Zarr group that priorflow did not write (no {RUN_ATTRIBUTE} attribute)")
+        return cls(url, node)
 
     @classmethod
     def prepare(
@@ -73,54 +78,71 @@ class OutputGroup:
         arrays: dict[str, ArraySpec],
         run: dict[str, Any],
         *,
-        owner: str,
+        input_url: str | None = None,
         overwrite: bool = False,
-    ) -> tuple[OutputGroup, str]:
-        """Create the group, or reopen it to resume the same run (same fingerprint), and take its writer lock.
+    ) -> OutputGroup:
+        """Create the group, or reopen it to resume the same run (same fingerprint). The caller holds the lease.
 
-        Refuses while another run holds a fresh lock, and when the group holds another configuration's results
-        (unless `overwrite`). Returns the group and the lock id to release.
+        Only a new location or a priorflow group is ever used (priorflow.storage.location). A group holding another
+        configuration's results is refused unless `overwrite`, which deletes only priorflow's own arrays; one that
+        holds no finished sample yet (a run that failed before any result) is simply taken over.
         """
         url = normalize_url(url)
+        found = cls.check(url, input_url, run["fingerprint"], overwrite)
         try:
-            store = open_store(url)
-            try:
-                group = zarr.open_group(store=store, mode="r+")
-            except (FileNotFoundError, GroupNotFoundError):
-                group = zarr.open_group(store=store, mode="w-")
+            if found is None:
+                group = zarr.create_group(store=open_store(url), attributes={RUN_ATTRIBUTE: run})
+            else:
+                group = zarr.open_group(store=open_store(url), mode="r+")
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, PriorflowError):
                 raise
             raise describe_storage_error(url, exc) from exc
-        lock = group.attrs.get(LOCK_ATTRIBUTE)
-        if lock and time.time() - lock["since"] < LOCK_STALE_SECONDS:
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(lock["since"]))
-            raise RunConflict(
-                f"{url} is being written by another run ({lock['owner']}, since {since} UTC); wait for it to "
-                f"finish, or `priorflow unlock {url}` if that run is dead"
-            )
-        existing = group.attrs.get(RUN_ATTRIBUTE)
-        if existing is not None and existing["fingerprint"] != run["fingerprint"] and not overwrite:
-            raise RunConflict(
-                f"{url} holds results of another configuration (fingerprint {existing['fingerprint'][:12]}, "
-                f"this run {run['fingerprint'][:12]}); use a new output or overwrite"
-            )
-        fresh = existing is None or existing["fingerprint"] != run["fingerprint"]
-        leading_chunks = layout.leading_chunks(shard_size)
-        if not fresh and "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
-            check_growth(url, tuple(group["_done"].shape), layout.leading)
-        lock_id = uuid.uuid4().hex
-        lock = {"id": lock_id, "owner": owner, "since": time.time()}
-        if fresh:
-            group = zarr.open_group(store=store, mode="w")
-        group.attrs.update({RUN_ATTRIBUTE: run, LOCK_ATTRIBUTE: lock})
         output = cls(url, group)
+        existing = group.attrs[RUN_ATTRIBUTE]
+        leading_chunks = layout.leading_chunks(shard_size)
+        if existing["fingerprint"] != run["fingerprint"]:
+            output._delete_own_arrays()
+            if SUMMARY_ATTRIBUTE in group.attrs:
+                del group.attrs[SUMMARY_ATTRIBUTE]
+            group.attrs[RUN_ATTRIBUTE] = run
+        elif "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
+            check_growth(url, tuple(group["_done"].shape), layout.leading)
         for name, spec in arrays.items():
-            output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing), spec.dtype, spec.fill)
-        output._require("_done", layout.leading, leading_chunks, "u1", 0)
-        return output, lock_id
+            output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing),
+                            (*layout.leading_dims, *spec.dims), spec.dtype, spec.fill)
+        output._require("_done", layout.leading, leading_chunks, layout.leading_dims, "u1", 0)
+        return output
 
-    def _require(self, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: float | int) -> None:
+    @classmethod
+    def check(cls, url: str, input_url: str | None, fingerprint: str, overwrite: bool) -> OutputGroup | None:
+        """Whether a run may write `url`, decided without writing: None for a new location, the priorflow group to
+        resume or replace otherwise. Raises for user data, overlap with the input, or another configuration's
+        results (unless `overwrite`)."""
+        if inspect_output(url, input_url).state == "new":
+            return None
+        found = cls.open(url)
+        held = found.run["fingerprint"]
+        if held != fingerprint and found._has_results() and not overwrite:
+            raise RunConflict(
+                f"{found.url} holds results of another configuration (fingerprint {held[:12]}, this run "
+                f"{fingerprint[:12]}); use a new output, or --overwrite to replace priorflow's arrays in it"
+            )
+        return found
+
+    def _has_results(self) -> bool:
+        return "_done" in self.group and bool(np.asarray(self.group["_done"][...]).any())
+
+    def _delete_own_arrays(self) -> None:
+        """Delete the arrays priorflow wrote (OWN_ARRAYS), and nothing else a user may have put in the group."""
+        for name in OWN_ARRAYS:
+            if name in self.group:
+                del self.group[name]
+        if "metrics" in self.group and not list(self.group["metrics"].keys()):
+            del self.group["metrics"]
+
+    def _require(self, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: tuple[str, ...], dtype: str,
+                 fill: float | int) -> None:
         """Create the array, or keep it (resized when the input grew: existing chunks are kept as they are)."""
         if name in self.group:
             existing = self.group[name]
@@ -128,24 +150,19 @@ class OutputGroup:
                 if tuple(existing.shape) != shape:
                     existing.resize(shape)
                 return
-        self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True)
-
-    def release(self, lock_id: str) -> None:
-        """Give the writer lock back if this run still holds it."""
-        group = zarr.open_group(store=self.group.store, mode="r+")
-        lock = group.attrs.get(LOCK_ATTRIBUTE)
-        if lock and lock["id"] == lock_id:
-            del group.attrs[LOCK_ATTRIBUTE]
-
-    def unlock(self) -> None:
-        """Remove a lock left by a run that died (the rerun then resumes it)."""
-        if LOCK_ATTRIBUTE in self.group.attrs:
-            del self.group.attrs[LOCK_ATTRIBUTE]
+        self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True,
+                                dimension_names=dims)
 
     # --- shards ------------------------------------------------------------------------------------------
     def done(self) -> np.ndarray:
         """Per sample (the layout's leading shape): True once all its arrays are written."""
+        if "_done" not in self.group:
+            raise PriorflowError(f"{self.url} is being prepared: it has no done markers yet")
         return np.asarray(self.group["_done"][...]).astype(bool)
+
+    def shard_done(self, layout: SampleLayout, shard: Shard) -> bool:
+        """Whether every sample of `shard` is written already (e.g. by a worker that was lost before it reported)."""
+        return bool(np.asarray(self.group["_done"][layout.index(shard)]).all())
 
     def write_shard(self, layout: SampleLayout, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
         """Write every array of one shard, then mark its samples done (the marker is the last write)."""

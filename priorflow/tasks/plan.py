@@ -1,8 +1,7 @@
-"""Plan a run: validate the input against the prior and operator, prepare the output group, list pending shards."""
+"""Plan a run: check everything that can fail before work starts, prepare the output group, list pending shards."""
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,7 @@ from prefect import task
 import priorflow
 from priorflow.config import RunConfig
 from priorflow.errors import ShapeError
-from priorflow.solvers import DiffusionPrior, Solver, build_operator
+from priorflow.solvers import DiffusionPrior, Solver, build_noise, build_operator
 from priorflow.solvers.device import resolve_device
 from priorflow.solvers.stopping import STOP_REASONS
 from priorflow.storage.inputs import open_input
@@ -26,7 +25,6 @@ from priorflow.tasks.prior_cache import cached_prior
 class RunPlan:
     layout: SampleLayout  # of the input
     pending: list[Shard]  # what is left to solve of each shard (new samples only, when the input grew)
-    lock_id: str
 
 
 def pipeline_solver(config: RunConfig) -> Solver:
@@ -41,16 +39,18 @@ def output_arrays(
     config: RunConfig, layout: SampleLayout, prior_shape: tuple[int, int, int], measurement_shape: tuple[int, ...]
 ) -> dict[str, ArraySpec]:
     restored = layout.with_sample_shape(prior_shape)
-    trailing = restored.shape[len(layout.leading) :]
-    arrays = {"restored": ArraySpec(trailing, "f4", 0.0), "latents": ArraySpec(prior_shape, "f4", 0.0)}
+    trailing, dims = restored.shape[len(layout.leading) :], layout.trailing_dims
+    latent_dims = ("latent_channel", "latent_y", "latent_x")
+    arrays = {"restored": ArraySpec(trailing, dims, "f4", 0.0), "latents": ArraySpec(prior_shape, latent_dims, "f4", 0.0)}
     steps = pipeline_solver(config).trace_steps()
     if steps:
-        arrays["trace"] = ArraySpec((len(steps), *prior_shape), "f4", float("nan"))
+        arrays["trace"] = ArraySpec((len(steps), *prior_shape), ("snapshot", *latent_dims), "f4", float("nan"))
     if config.mode == "benchmark":
-        arrays["measurement"] = ArraySpec(measurement_shape, "f4", 0.0)
-        arrays["ground_truth"] = ArraySpec(trailing, "f4", 0.0)
+        measurement_dims = tuple(f"measurement_{d}" for d in ("channel", "y", "x")[-len(measurement_shape) :])
+        arrays["measurement"] = ArraySpec(measurement_shape, measurement_dims, "f4", 0.0)
+        arrays["ground_truth"] = ArraySpec(trailing, dims, "f4", 0.0)
     for name, dtype in PER_SAMPLE_METRICS.items():
-        arrays[f"metrics/{name}"] = ArraySpec((), dtype, float("nan") if dtype == "f8" else -1)
+        arrays[f"metrics/{name}"] = ArraySpec((), (), dtype, float("nan") if dtype == "f8" else -1)
     return arrays
 
 
@@ -76,37 +76,46 @@ def run_record(config: RunConfig, layout: SampleLayout, prior_identity: dict[str
 
 @dataclass(frozen=True)
 class Checked:
-    """A configuration checked against its input and prior, before any cluster or output exists."""
+    """A configuration checked against its input, prior and output, before any server, cluster or group exists."""
 
     prior: DiffusionPrior
     layout: SampleLayout
     measurement_shape: tuple[int, ...]
+    fingerprint: str
 
 
-def check_run(config: RunConfig) -> Checked:
-    """Fail fast, with a message naming the problem: missing prior or input, shapes that do not fit."""
+def check_run(config: RunConfig, overwrite: bool = False) -> Checked:
+    """Fail fast, with a message naming the problem: device or GPUs that are not there, a missing prior or input,
+    shapes that do not fit, bad operator or noise parameters, NaN or infinite input values, an output that holds
+    someone else's data or overlaps the input, or another configuration's results."""
+    from priorflow.flows.clusters import check_cluster
+
     resolve_device(config.device)
+    check_cluster(config.cluster)
     prior = cached_prior(config.prior, "cpu")
-    layout = open_input(config.input, prior.channels, config.layout).layout
+    source = open_input(config.input, prior.channels, config.layout, measurements=config.mode == "measured")
+    layout = source.layout
     operator = build_operator(config.operator.name, prior.image_shape, [0], **config.operator.params)
+    build_noise(config.noise.name, **config.noise.params)
     measurement_shape = operator.measurement_shape()[1:]
     expected = prior.image_shape if config.mode == "benchmark" else measurement_shape
     if layout.sample_shape != tuple(expected):
         what = "clean images at the prior's size" if config.mode == "benchmark" else f"measurements of {config.operator.name}"
         raise ShapeError(f"{config.input}: samples have shape {layout.sample_shape}, expected {tuple(expected)} ({what})")
-    return Checked(prior, layout, tuple(measurement_shape))
+    source.check_values()
+    fingerprint = config.result_fingerprint(prior.identity["sha256"])
+    OutputGroup.check(config.output, config.input, fingerprint, overwrite)
+    return Checked(prior, layout, tuple(measurement_shape), fingerprint)
 
 
 @task(name="plan-shards")
 def plan_shards(config: RunConfig, overwrite: bool = False) -> RunPlan:
-    checked = check_run(config)
+    """Check the run, create or reopen the output group (the caller holds its lease), list what is left to solve."""
+    checked = check_run(config, overwrite)
     prior, layout = checked.prior, checked.layout
-    fingerprint = config.result_fingerprint(prior.identity["sha256"])
     arrays = output_arrays(config, layout, prior.image_shape, checked.measurement_shape)
-    output, lock_id = OutputGroup.prepare(
+    output = OutputGroup.prepare(
         config.output, layout.with_sample_shape(prior.image_shape), config.shard_size, arrays,
-        run_record(config, layout, prior.identity, fingerprint), owner=f"{socket.gethostname()}:{os.getpid()}",
-        overwrite=overwrite,
+        run_record(config, layout, prior.identity, checked.fingerprint), input_url=config.input, overwrite=overwrite,
     )
-    shards = layout.plan(config.shard_size)
-    return RunPlan(layout, layout.pending(shards, output.done()), lock_id)
+    return RunPlan(layout, layout.pending(layout.plan(config.shard_size), output.done()))

@@ -1,5 +1,6 @@
-"""Aggregate the per-sample metrics of a run into the group's attributes and summary.json, and publish the run's
-Prefect artifacts: the metrics table, a link to the output group and a grid of a few restored samples."""
+"""Aggregate the per-sample metrics of a run into the group's attributes and a summary beside the group
+(`OUT.summary.json`), and publish the run's Prefect artifacts: the metrics table, a link to the output group and a
+grid of a few restored samples (also `OUT.grid.png`)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,17 @@ import base64
 import json
 from typing import Any
 
-import fsspec
 import numpy as np
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from priorflow.config import RunConfig
 from priorflow.storage.layout import SampleLayout
-from priorflow.storage.outputs import PER_SAMPLE_METRICS, OutputGroup
+from priorflow.storage.location import write_side_file
+from priorflow.storage.outputs import PER_SAMPLE_METRICS, SUMMARY_ATTRIBUTE, OutputGroup
 from priorflow.storage.urls import normalize_url
 from priorflow.viz import output_columns, png_bytes, render_grid
 
-SUMMARY_ATTRIBUTE = "priorflow_summary"
 ARTIFACT_KEYS = {"metrics": "priorflow-metrics", "output": "priorflow-output", "grid": "priorflow-grid"}
 GRID_SAMPLES = 6
 
@@ -26,7 +26,7 @@ GRID_SAMPLES = 6
 def summarize(output: OutputGroup) -> dict[str, Any]:
     """Mean, median, std and count of every per-sample metric (NaN-free samples only), and stop-reason counts."""
     stop_reasons = output.run["stop_reasons"]
-    summary: dict[str, Any] = {"samples": int(output.read("metrics/iterations").size)}
+    summary: dict[str, Any] = {"written_by": "priorflow", "samples": int(output.read("metrics/iterations").size)}
     for name in PER_SAMPLE_METRICS:
         values = output.read(f"metrics/{name}").astype(np.float64).ravel()
         if name == "stop_reason":
@@ -66,17 +66,15 @@ def reduce_metrics(config: RunConfig) -> dict[str, Any]:
     summary = summarize(output)
     output.group.attrs[SUMMARY_ATTRIBUTE] = summary
     url = normalize_url(config.output)
-    with fsspec.open(f"{url}/summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
+    write_side_file(url, "summary.json", json.dumps(summary, indent=1).encode())
     columns = output_columns(output, GRID_SAMPLES)
     png = png_bytes(render_grid(columns))
-    with fsspec.open(f"{url}/grid.png", "wb") as f:
-        f.write(png)
+    grid = write_side_file(url, "grid.png", png)
     create_markdown_artifact(markdown_table(url, summary), key=ARTIFACT_KEYS["metrics"], description="per-sample metrics")
     create_link_artifact(url, link_text=url, key=ARTIFACT_KEYS["output"], description="the output Zarr group")
     create_markdown_artifact(
         f"# First {GRID_SAMPLES} samples of `{url}`\n\nColumns: {', '.join(columns)}.\n\n"
-        f"![restored samples](data:image/png;base64,{base64.b64encode(png).decode()})\n\nFile: `{url}/grid.png`",
+        f"![restored samples](data:image/png;base64,{base64.b64encode(png).decode()})\n\nFile: `{grid}`",
         key=ARTIFACT_KEYS["grid"], description="a few restored samples",
     )
     return summary

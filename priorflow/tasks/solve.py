@@ -44,8 +44,13 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     if config.device == "cpu" or not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("PRIORFLOW_THREADS", "1")))
     prior = cached_prior(config.prior, config.device)
-    source = open_input(config.input, prior.channels, config.layout)
+    source = open_input(config.input, prior.channels, config.layout, measurements=config.mode == "measured")
     layout = source.layout
+    restored_layout = layout.with_sample_shape(prior.image_shape)
+    output = OutputGroup.open(config.output, read_only=False)
+    if output.shard_done(restored_layout, shard):  # written by a worker that was lost before it reported
+        return {"shard": shard.index, "samples": shard.size, "worker": worker_name(), "read_s": 0.0, "solve_s": 0.0,
+                "write_s": 0.0, "total_s": time.perf_counter() - start, "skipped": True}
     seeds = [config.seed + i for i in layout.sample_ids(shard)]
     operator = build_operator(config.operator.name, prior.image_shape, seeds, **config.operator.params)
     data = source.read(shard).to(prior.device)
@@ -58,7 +63,6 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     result = solver.solve(prior, InverseProblem(data, operator), seeds)
     solve_done = time.perf_counter()
 
-    restored_layout = layout.with_sample_shape(prior.image_shape)
     arrays: dict[str, np.ndarray] = {
         "restored": restored_layout.from_samples(result.x.float().cpu().numpy()),
         "latents": result.latent.float().cpu().numpy(),
@@ -75,7 +79,6 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
         for name, values in image_metrics(result.x, truth).items():
             if values is not None:
                 arrays[f"metrics/{name}"] = values.numpy()
-    output = OutputGroup.open(config.output, read_only=False)
     output.write_shard(restored_layout, shard, arrays)
     end = time.perf_counter()
     return {
@@ -86,12 +89,17 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
         "solve_s": solve_done - read_done,
         "write_s": end - solve_done,
         "total_s": end - start,
+        "skipped": False,
     }
 
 
 @task(name="solve-shard", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=transient, tags=["priorflow-solve"])
 def solve_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     report = restore_shard(config, shard)
+    if report["skipped"]:
+        get_run_logger().info("shard %d: already written (its worker was lost before reporting), not solved again",
+                              report["shard"])
+        return report
     get_run_logger().info(
         "shard %d: %d samples on %s in %.1f s (%.2f samples/s; read %.2f s, solve %.1f s, write %.2f s)",
         report["shard"], report["samples"], report["worker"], report["total_s"], report["samples"] / report["total_s"],
