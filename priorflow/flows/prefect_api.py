@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 from prefect.logging.handlers import APILogWorker
@@ -25,6 +27,36 @@ def _exported(url: str) -> Iterator[None]:
             os.environ["PREFECT_API_URL"] = previous
 
 
+_REAPER = """
+import os, signal, sys, time
+parent, targets = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+while os.getppid() == parent and any(map(alive, targets)):
+    time.sleep(0.5)
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid in filter(alive, targets):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + 3
+    while any(map(alive, targets)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+"""
+
+
+def reap_with_this_process(*pids: int) -> None:
+    """Start a small watcher that ends `pids` once this process is gone, however it ended (SIGKILL included).
+
+    Prefect's temporary server is a child process that outlives a killed parent and keeps listening for minutes;
+    the watcher, also a child, notices its own re-parenting and ends the server. It exits with the server.
+    """
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), *map(str, pids)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
 def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     configured = PREFECT_API_URL.value()
@@ -37,6 +69,7 @@ def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()
     server.start(timeout=startup_timeout)
+    reap_with_this_process(server.server_process.pid)
     try:
         with _exported(server.api_url), temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server.api_url
