@@ -18,6 +18,8 @@ from prefect_dask import DaskTaskRunner
 from priorflow.config import ClusterConfig, SlurmSpec
 from priorflow.errors import PriorflowError
 
+CONSOLE = "priorflow.flows.console"  # preloaded by the workers priorflow starts: errors it understood without tracebacks
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -56,7 +58,7 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
     gpu = cluster.gpu if cluster.gpu is not None else gpus > 0
     if not gpu:
         return "distributed.LocalCluster", {"n_workers": cluster.workers or 2, "threads_per_worker": 1,
-                                            "processes": True, "dashboard_address": ":0"}, None
+                                            "processes": True, "dashboard_address": ":0", "preload": [CONSOLE]}, None
     if not gpus:
         raise PriorflowError("gpu is set but CUDA is not available here: set gpu: false, or run on a machine with a GPU")
     workers = cluster.workers or gpus
@@ -64,7 +66,7 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
         raise PriorflowError(f"{workers} workers for {gpus} GPUs: there is one worker per GPU; "
                              "let workers share a GPU with tasks_per_gpu instead")
     kwargs = {"n_workers": workers, "threads_per_worker": cluster.tasks_per_gpu, "resources": {"GPU": 1},
-              "dashboard_address": ":0"}
+              "dashboard_address": ":0", "preload": [CONSOLE]}
     if has_dask_cuda:  # LocalCUDACluster sets CUDA_VISIBLE_DEVICES per worker (and always uses processes)
         return "dask_cuda.LocalCUDACluster", kwargs, gpu_share(cluster, True)
     if workers > 1:
@@ -91,16 +93,17 @@ def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, A
         "memory": spec.memory,  # booked with --mem; each worker's --memory-limit is memory / processes
         "walltime": spec.walltime,
         "worker_command": "dask_cuda.cli" if gpus > 1 else "distributed.cli.dask_worker",
-        "worker_extra_args": ["--resources", "GPU=1"] if gpus else [],
+        "worker_extra_args": ["--preload", CONSOLE, *(["--resources", "GPU=1"] if gpus else [])],
         "job_script_prologue": [*spec.prologue, *([] if gpus else ["export OMP_NUM_THREADS=1"])],
         "job_extra_directives": [*([f"--gres=gpu:{gpus}"] if gpus else []), *spec.directives],
     }
 
 
-def check_cluster(cluster: ClusterConfig) -> None:
-    """The cluster checks that need no connection (GPUs asked for but absent, missing packages), run before a
-    server, a cluster or an output exists. An existing scheduler is asked about its GPUs by `placement`."""
+def check_cluster(cluster: ClusterConfig, connect_timeout: float = 10.0) -> None:
+    """What can be known about the cluster before a server, a cluster or an output exists: GPUs asked for but
+    absent, missing packages, an existing scheduler that cannot be reached or has no GPU worker when one is needed."""
     if cluster.address:
+        _scheduler_uses_gpus(cluster, connect_timeout)
         return
     if cluster.slurm:
         _check_slurm(cluster, cluster.slurm)

@@ -72,7 +72,9 @@ def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     reap_with_this_process(server.server_process.pid)
     try:
         with _exported(server.api_url), temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-            APILogWorker.drain_all(timeout=5)  # send the run's last logs while the server is still there
+            try:
+                yield server.api_url
+            finally:
+                APILogWorker.drain_all(timeout=5)  # send the run's last logs (a failure's too) while the server is up
     finally:
         server.stop()

@@ -47,15 +47,21 @@ class InputDataset:
             raise PriorflowError(f"{where}: images as floats must be in [0, 1], found {low:.4g}..{high:.4g}")
         return np.clip(block, 0.0, 1.0).astype(np.float32)
 
-    def check_values(self, budget: int = SCAN_ELEMENTS) -> None:
-        """Check the values before any work starts: the whole input when it is at most `budget` elements, else its
-        first and last chunks (each shard is checked again when a worker reads it)."""
+    def check_values(self, budget: int | None = None) -> None:
+        """Check the values before any work starts: the whole input when it is at most `budget` (SCAN_ELEMENTS)
+        elements, else its first and last chunks (each shard is checked again when a worker reads it)."""
+        budget = SCAN_ELEMENTS if budget is None else budget
         step = self.array.chunks[0]
         starts = list(range(0, self.array.shape[0], step))
         if self.array.size > budget:
             starts = sorted({starts[0], starts[-1]})
         for start in starts:
-            self.to_float(np.asarray(self.array[start : start + step]), f"{self.url}[{start}:{start + step}]")
+            where = f"{self.url}[{start}:{start + step}]"
+            try:
+                block = np.asarray(self.array[start : start + step])
+            except Exception as exc:  # noqa: BLE001 - a corrupt chunk or a storage failure: say where
+                raise describe_storage_error(where, exc) from exc
+            self.to_float(block, where)
 
 
 def open_input(url: str, channels: int, kind: Kind | None = None, measurements: bool = False) -> InputDataset:

@@ -1,7 +1,7 @@
 """The writer lease of an output group: one run writes an output at a time, and a killed run's output is taken
 over by the next run on its own, with no manual unlock.
 
-A lease is a small JSON object `OUTPUT/_lease/<generation>.json` ({id, owner, renewed, ttl, released}); the
+A lease is a small JSON object `<stem>.lease/<generation>.json` beside the output group `<stem>.zarr` ({id, owner, renewed, ttl, released}); the
 highest generation is the current one. The holder renews it every `ttl / 6` seconds from a background thread.
 A lease not renewed for `ttl` seconds (default 30, `PRIORFLOW_LEASE_TTL`) is stale: its run is dead. A run
 that finds a fresh lease watches it for one renewal interval: renewed means a live run (refused); not renewed
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from fsspec import AbstractFileSystem
 
 from priorflow.errors import PriorflowError
-from priorflow.storage.location import LEASE_FOLDER
+from priorflow.storage.location import side_file
 from priorflow.storage.urls import describe_storage_error, filesystem, is_local, normalize_url
 
 DEFAULT_TTL = 30.0
@@ -58,12 +58,11 @@ def _name(generation: int) -> str:
 
 
 class _Folder:
-    """The `_lease/` folder of one output on its filesystem, with an exclusive create."""
+    """The lease folder of one output (beside it) on its filesystem, with an exclusive create."""
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
-        self.fs, root = filesystem(self.url)
-        self.path = posixpath.join(root, LEASE_FOLDER)
+        self.fs, self.path = filesystem(side_file(self.url, "lease"))
 
     def generations(self) -> list[int]:
         try:

@@ -5,7 +5,8 @@ An output location is usable when it does not exist, is an empty folder or prefi
 group (a Zarr group whose attributes carry a run record). Anything else there is the user's: a Zarr array, a
 group of another program, files. It is refused, with or without `overwrite`, which only ever replaces a priorflow
 group's own arrays. An output inside the input, or above it (e.g. `data.zarr` for the input `data.zarr/raw`),
-is refused too. Files that are not Zarr (the summary and the grid) go beside the group, never inside it.
+is refused too. What is not Zarr (the summary, the grid, the writer lease) goes beside the group, never inside it:
+`out.zarr` has `out.summary.json`, `out.grid.png` and `out.lease/`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from priorflow.errors import PriorflowError
 from priorflow.storage.urls import describe_storage_error, filesystem, is_local, normalize_url
 
 RUN_ATTRIBUTE = "priorflow_run"
-LEASE_FOLDER = "_lease"  # the writer lease of a run (priorflow.storage.lease), the only non-Zarr entry in a group
-SIDE_FILES = ("summary.json", "grid.png")
+SIDE_FILES = ("summary.json", "grid.png")  # and the folder `lease` of the writer lease (priorflow.storage.lease)
 SIGNATURE = b"priorflow"  # in every side file priorflow writes (a JSON field, a PNG text chunk): what marks it ours
 
 
@@ -103,7 +103,7 @@ def inspect_output(output: str, input: str | None = None) -> OutputLocation:
         what = "a Zarr array" if metadata.get("node_type") == "array" else "a Zarr group that priorflow did not write"
         raise OutputLocationError(f"the output {url} holds {what}; priorflow never writes into it (not even with "
                                   "--overwrite): choose a new output")
-    foreign = sorted(entries - {LEASE_FOLDER})
+    foreign = sorted(entries)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise OutputLocationError(f"the output {url} is not empty ({shown}) and is not a priorflow output group; "

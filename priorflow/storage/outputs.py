@@ -11,7 +11,7 @@
 Every array is chunked so that one shard is one chunk (one object), so concurrent workers never write the same
 object. Every array carries dimension names, so xarray opens the group. Attributes record the whole run
 configuration and its fingerprint; a run with another configuration is refused unless told to overwrite, which
-deletes only these arrays. `_lease/` holds the writer lease (priorflow.storage.lease). An input that grew by appending samples (along its first axis) grows the
+deletes only these arrays. The writer lease is beside the group (priorflow.storage.lease). An input that grew by appending samples (along its first axis) grows the
 group: the arrays are resized, what is already restored stays as it is, and only the new samples are pending.
 """
 
