@@ -87,14 +87,15 @@ def test_a_bad_cluster_spec_names_the_file_and_field(tmp_path):
 
 def test_local_cluster_layouts():
     assert local_cluster(ClusterConfig(), gpus=0, has_dask_cuda=False) == (
-        "distributed.LocalCluster", {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
-                                     "preload": ["priorflow.flows.console"]},
+        "priorflow.flows.clusters.ResilientLocalCluster",
+        {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
+         "preload": ["priorflow.flows.console"]},
         None)
     with pytest.raises(PriorflowError, match="CUDA is not available"):
         local_cluster(ClusterConfig(gpu=True), gpus=0, has_dask_cuda=False)
 
     name, kwargs, share = local_cluster(ClusterConfig(), gpus=1, has_dask_cuda=False)
-    assert name == "distributed.LocalCluster" and share == 1
+    assert name == "priorflow.flows.clusters.ResilientLocalCluster" and share == 1
     assert kwargs["n_workers"] == 1 and kwargs["threads_per_worker"] == 1 and kwargs["resources"] == {"GPU": 1}
 
     name, kwargs, share = local_cluster(ClusterConfig(), gpus=2, has_dask_cuda=True)

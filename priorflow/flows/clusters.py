@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
+from distributed import LocalCluster
+from distributed.core import Status
 from prefect_dask import DaskTaskRunner
 
 from priorflow.config import ClusterConfig, SlurmSpec
 from priorflow.errors import PriorflowError
 
+START_ATTEMPTS = 3  # tries to start each worker process of a LocalCluster
 CONSOLE = "priorflow.flows.console"  # preloaded by the workers priorflow starts: errors it understood without tracebacks
 
 
@@ -57,7 +60,7 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
     once; without GPUs, single-threaded CPU workers."""
     gpu = cluster.gpu if cluster.gpu is not None else gpus > 0
     if not gpu:
-        return "distributed.LocalCluster", {"n_workers": cluster.workers or 2, "threads_per_worker": 1,
+        return "priorflow.flows.clusters.ResilientLocalCluster", {"n_workers": cluster.workers or 2, "threads_per_worker": 1,
                                             "processes": True, "dashboard_address": ":0", "preload": [CONSOLE]}, None
     if not gpus:
         raise PriorflowError("gpu is set but CUDA is not available here: set gpu: false, or run on a machine with a GPU")
@@ -72,7 +75,26 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
     if workers > 1:
         raise PriorflowError(f"{workers} GPU workers need dask-cuda to give each its own GPU: "
                              "pip install 'priorflow[cuda]', or set workers: 1")
-    return "distributed.LocalCluster", {**kwargs, "processes": True}, gpu_share(cluster, True)
+    return "priorflow.flows.clusters.ResilientLocalCluster", {**kwargs, "processes": True}, gpu_share(cluster, True)
+
+
+class ResilientLocalCluster(LocalCluster):
+    """A LocalCluster whose start survives a worker process that dies while starting (killed, or out of memory
+    while importing torch): that worker is started again, up to START_ATTEMPTS times, where distributed's
+    LocalCluster fails as a whole ("Nanny failed to start") and takes the run with it. Once started, a worker
+    that dies is restarted by its nanny as usual."""
+
+    async def _correct_state_internal(self) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return await super()._correct_state_internal()
+            except Exception:
+                failed = [name for name, worker in self.workers.items() if worker.status != Status.running]
+                if attempt == START_ATTEMPTS or not failed:
+                    raise
+                for name in failed:
+                    del self.workers[name]
+                logging.getLogger(__name__).warning("%d worker(s) died while starting; starting them again", len(failed))
 
 
 def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, Any]:
