@@ -52,13 +52,20 @@ def load_image_array(path: Path) -> Tensor:
 
 
 def write_digits_array(url: str, split: str = "test", count: int = 32, image_size: int = 16) -> str:
-    """Sample data for demos and tests: held-out digits as a float32 (N, 1, S, S) Zarr array at `url`."""
+    """Sample data for demos and tests: held-out digits as a float32 (N, 1, S, S) Zarr array at `url`, replacing only
+    an array this function wrote before."""
     import zarr
 
     from priorflow.storage.inputs import LAYOUT_ATTRIBUTE
+    from priorflow.storage.location import claim_array_location
     from priorflow.storage.urls import open_store
 
+    claim_array_location(url, DIGITS_WRITER)
     images, _ = load_digits(split, image_size)
     zarr.create_array(open_store(url), data=images[:count].numpy(), chunks=(16, 1, image_size, image_size),
-                      overwrite=True, attributes={LAYOUT_ATTRIBUTE: "images", "source": f"sklearn digits, {split} split"})
+                      overwrite=True, attributes={LAYOUT_ATTRIBUTE: "images", "source": f"sklearn digits, {split} split",
+                                                  "written_by": DIGITS_WRITER})
     return url
+
+
+DIGITS_WRITER = "priorflow sample data"

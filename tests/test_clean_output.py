@@ -17,6 +17,7 @@ from priorflow.cli import app
 from priorflow.config import validate_config
 from priorflow.errors import PriorflowError
 from priorflow.flows.restore import run_restore
+from priorflow.storage.outputs import RunConflict
 
 pytestmark = pytest.mark.pipeline
 
@@ -64,6 +65,10 @@ def test_a_shard_that_fails_in_a_worker_is_reported_without_traceback(tmp_path, 
         run_restore(config.model_copy(update={"input": str(tmp_path / "nan.zarr")}))
     logs = capfd.readouterr()
     assert "NaN or infinite values" in logs.err and "Traceback" not in logs.err + logs.out
+    # the run wrote two of three shards; the corrected input is another configuration, whose results they are not
+    with pytest.raises(RunConflict, match="another configuration"):
+        run_restore(config)
+    assert run_restore(config, overwrite=True)["summary"]["samples_done"] == 12
 
 
 def test_outputs_open_with_xarray_and_hold_only_zarr(tmp_path, prefect_server):

@@ -51,14 +51,25 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
         "unsupported dtype int32": [str(tmp_path / "i.zarr"), out, *sr],
         "--operator-param must be KEY=VALUE": [str(tmp_path / "x.zarr"), out, "--operator", "inpainting", "-o", "fraction"],
         "solver.dmplug.max_iters": [str(tmp_path / "x.zarr"), out, *sr, "-s", "max_iters=-3"],
+        "sigma must be non-negative": [str(tmp_path / "y.zarr"), out, "--noise", "gaussian", "-n", "sigma=-1",
+                                       "--mode", "benchmark", "--operator", "identity"],
+        "gpu is set but CUDA is not available": [str(tmp_path / "y.zarr"), out, "--operator", "identity", "--gpu"],
+        "cannot reach the Dask scheduler": [str(tmp_path / "y.zarr"), out, "--operator", "identity",
+                                            "--address", "tcp://127.0.0.1:9"],
+        "1 NaN or infinite values": [str(tmp_path / "nan.zarr"), out, *sr],
+        "x.zarr holds a Zarr array": [str(tmp_path / "y.zarr"), str(tmp_path / "x.zarr"), "--operator", "identity"],
     }
+    nan = np.zeros((4, 1, 4, 4), dtype="f4")
+    nan[2, 0, 1, 1] = np.inf
+    zarr.create_array(str(tmp_path / "nan.zarr"), data=nan)
+    zarr.create_array(str(tmp_path / "y.zarr"), data=np.zeros((4, 1, 16, 16), dtype="f4"))
     zarr.create_array(str(tmp_path / "x.zarr"), data=np.zeros((4, 1, 8, 8), dtype="f4"))
     zarr.create_array(str(tmp_path / "i.zarr"), data=np.zeros((4, 1, 4, 4), dtype="i4"))
     for message, args in cases.items():
         result = _restore(*args)
         assert result.exit_code == 2, (message, result.output)
         assert message in result.output.replace("\n", " "), (message, result.output)
-    assert not (tmp_path / "out.zarr").exists()
+    assert not (tmp_path / "out.zarr").exists() and not (tmp_path / "out.lease").exists()
 
 
 def test_config_file_errors_name_the_field(tmp_path):

@@ -89,7 +89,7 @@ def test_local_cluster_layouts():
     assert local_cluster(ClusterConfig(), gpus=0, has_dask_cuda=False) == (
         "priorflow.flows.clusters.ResilientLocalCluster",
         {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
-         "preload": ["priorflow.flows.console"]},
+         "preload": ["priorflow.flows.worker_setup"]},
         None)
     with pytest.raises(PriorflowError, match="CUDA is not available"):
         local_cluster(ClusterConfig(gpu=True), gpus=0, has_dask_cuda=False)

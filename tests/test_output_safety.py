@@ -115,3 +115,25 @@ def test_overwrite_replaces_only_priorflows_own_arrays(base, prefect_server):
     assert summary["samples_done"] == 6 and group.attrs["priorflow_run"]["config"]["seed"] == 99
     assert np.array_equal(group["notes"][:], np.arange(3)) and group.attrs["project"] == "lab"
     assert not np.array_equal(group["restored"][:5], np.ones((5, 1, 16, 16)))
+
+
+def test_ingest_and_sample_data_replace_only_their_own_arrays(base, tmp_path):
+    from PIL import Image
+
+    from priorflow.storage.ingest import ingest
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), i * 40, dtype=np.uint8)).save(folder / f"{i}.png")
+    foreign_group(f"{base}/mine.zarr")
+    zarr.create_array(store=open_store(f"{base}/theirs.zarr"), data=np.arange(4))
+    for url in (f"{base}/mine.zarr", f"{base}/theirs.zarr"):
+        before = listing(url)
+        with pytest.raises(OutputLocationError, match="did not write"):
+            ingest(folder, url, overwrite=True)
+        with pytest.raises(OutputLocationError, match="did not write"):
+            write_digits_array(url, "test", 2)
+        assert listing(url) == before
+    ingest(folder, f"{base}/scans.zarr")
+    assert ingest(folder, f"{base}/scans.zarr", overwrite=True).shape == (3, 1, 8, 8)  # its own array: replaced

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
-from distributed import LocalCluster
+from distributed import LocalCluster, SpecCluster
 from distributed.core import Status
 from prefect_dask import DaskTaskRunner
 
@@ -21,7 +21,7 @@ from priorflow.config import ClusterConfig, SlurmSpec
 from priorflow.errors import PriorflowError
 
 START_ATTEMPTS = 3  # tries to start each worker process of a LocalCluster
-CONSOLE = "priorflow.flows.console"  # preloaded by the workers priorflow starts: errors it understood without tracebacks
+WORKER_SETUP = "priorflow.flows.worker_setup"  # preloaded by the workers priorflow starts
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,30 @@ def placement(cluster: ClusterConfig, connect_timeout: float = 10.0) -> Placemen
     if cluster.address:
         uses_gpus = _scheduler_uses_gpus(cluster, connect_timeout)
         return Placement(DaskTaskRunner(address=cluster.address), gpu_share(cluster, uses_gpus))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    _quiet_cluster_logs()
     if cluster.slurm:
         return _slurm_placement(cluster, cluster.slurm)
     import torch
 
     cluster_class, kwargs, share = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
     return Placement(DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs), share)
+
+
+def local_cluster_now(cluster: ClusterConfig) -> SpecCluster:
+    """Start the LocalCluster that `cluster` describes (it must describe one: no address, no slurm) and return it
+    running, its workers having imported the solvers; the caller closes it."""
+    import torch
+    from distributed.utils import import_term
+
+    cluster_class, kwargs, _ = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
+    _quiet_cluster_logs()
+    return import_term(cluster_class)(**kwargs)
+
+
+def _quiet_cluster_logs() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def gpu_share(cluster: ClusterConfig, uses_gpus: bool) -> float | None:
@@ -61,7 +76,7 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
     gpu = cluster.gpu if cluster.gpu is not None else gpus > 0
     if not gpu:
         return "priorflow.flows.clusters.ResilientLocalCluster", {"n_workers": cluster.workers or 2, "threads_per_worker": 1,
-                                            "processes": True, "dashboard_address": ":0", "preload": [CONSOLE]}, None
+                                            "processes": True, "dashboard_address": ":0", "preload": [WORKER_SETUP]}, None
     if not gpus:
         raise PriorflowError("gpu is set but CUDA is not available here: set gpu: false, or run on a machine with a GPU")
     workers = cluster.workers or gpus
@@ -69,7 +84,7 @@ def local_cluster(cluster: ClusterConfig, gpus: int, has_dask_cuda: bool) -> tup
         raise PriorflowError(f"{workers} workers for {gpus} GPUs: there is one worker per GPU; "
                              "let workers share a GPU with tasks_per_gpu instead")
     kwargs = {"n_workers": workers, "threads_per_worker": cluster.tasks_per_gpu, "resources": {"GPU": 1},
-              "dashboard_address": ":0", "preload": [CONSOLE]}
+              "dashboard_address": ":0", "preload": [WORKER_SETUP]}
     if has_dask_cuda:  # LocalCUDACluster sets CUDA_VISIBLE_DEVICES per worker (and always uses processes)
         return "dask_cuda.LocalCUDACluster", kwargs, gpu_share(cluster, True)
     if workers > 1:
@@ -115,7 +130,7 @@ def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, A
         "memory": spec.memory,  # booked with --mem; each worker's --memory-limit is memory / processes
         "walltime": spec.walltime,
         "worker_command": "dask_cuda.cli" if gpus > 1 else "distributed.cli.dask_worker",
-        "worker_extra_args": ["--preload", CONSOLE, *(["--resources", "GPU=1"] if gpus else [])],
+        "worker_extra_args": ["--preload", WORKER_SETUP, *(["--resources", "GPU=1"] if gpus else [])],
         "job_script_prologue": [*spec.prologue, *([] if gpus else ["export OMP_NUM_THREADS=1"])],
         "job_extra_directives": [*([f"--gres=gpu:{gpus}"] if gpus else []), *spec.directives],
     }

@@ -10,7 +10,6 @@ killing", a nanny closing busy worker processes on an ordinary exit) goes too.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from priorflow.errors import PriorflowError
 
@@ -34,8 +33,3 @@ def quiet_console() -> None:
             if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, UnderstoodErrors) for f in handler.filters):
                 handler.addFilter(UnderstoodErrors())
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
-
-
-def dask_setup(worker: Any) -> None:
-    """Dask preload hook (`--preload priorflow.flows.console`): the same console in each worker process."""
-    quiet_console()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -19,7 +21,7 @@ from prefect.futures import as_completed
 
 from priorflow.config import RunConfig
 from priorflow.errors import PriorflowError
-from priorflow.flows.clusters import placement
+from priorflow.flows.clusters import local_cluster_now, placement
 from priorflow.flows.prefect_api import prefect_api
 from priorflow.storage.layout import Shard
 from priorflow.storage.lease import held
@@ -57,8 +59,9 @@ def solve_shards(config: RunConfig, shards: list[Shard], gpu_per_task: float | N
 
 
 @flow(name="restore")
-def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Restore what `config.output` does not hold yet, on `config.cluster`; summarize the whole output.
+def restore(config: RunConfig, overwrite: bool = False, scheduler: str | None = None) -> dict[str, Any]:
+    """Restore what `config.output` does not hold yet, on `config.cluster` (or on the running Dask `scheduler`
+    that `run_restore` started for it); summarize the whole output.
 
     The run holds the output's writer lease throughout (priorflow.storage.lease): a second run waits for a dead
     one's lease to go stale and takes over, and is refused while a live one renews it.
@@ -70,7 +73,9 @@ def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
         pending = sum(s.size for s in plan.pending)
         logger.info("%d of %d samples to solve, in %d shards", pending, plan.layout.num_samples, len(plan.pending))
         if plan.pending:  # an up-to-date output starts no cluster at all
-            where = placement(config.cluster)
+            cluster = config.cluster if scheduler is None else config.cluster.model_copy(
+                update={"address": scheduler, "workers": None})
+            where = placement(cluster)
             if where.gpu_per_task is None and config.device == "auto":  # a CPU-only run never touches a GPU
                 config = config.model_copy(update={"device": "cpu"})
             reports = solve_shards.with_options(task_runner=where.runner)(config, plan.pending, where.gpu_per_task)
@@ -81,7 +86,28 @@ def restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
 
 
 def run_restore(config: RunConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Run the restore flow against PREFECT_API_URL, or one temporary Prefect server shared with the workers."""
-    check_run(config, overwrite)  # bad input fails here, before a server, a cluster or an output group exists
-    with prefect_api():
-        return restore(config, overwrite=overwrite)
+    """Run the restore flow against PREFECT_API_URL, or one temporary Prefect server shared with the workers.
+
+    Bad input fails first, before a server, a cluster or an output group exists. Then, when there is work and the
+    run's cluster is a LocalCluster, the cluster starts (its workers importing the solvers) while the server does,
+    instead of after it: seconds that dominate a small run.
+    """
+    checked = check_run(config, overwrite)
+    early = checked.has_work and not (config.cluster.address or config.cluster.slurm)
+    with contextlib.ExitStack() as stack:
+        scheduler = stack.enter_context(_cluster_in_background(config)) if early else None
+        stack.enter_context(prefect_api())
+        return restore(config, overwrite=overwrite, scheduler=scheduler() if scheduler else None)
+
+
+@contextlib.contextmanager
+def _cluster_in_background(config: RunConfig) -> Iterator[Callable[[], str]]:
+    """Start the run's LocalCluster in a thread; yield a function that waits for it and gives its scheduler's
+    address. The cluster is closed at exit (after waiting for its start, if it is still starting)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="priorflow-cluster") as pool:
+        starting = pool.submit(local_cluster_now, config.cluster)
+        try:
+            yield lambda: starting.result().scheduler_address
+        finally:
+            if starting.exception() is None:
+                starting.result().close()

@@ -10,8 +10,10 @@ import zarr
 
 from priorflow.errors import PriorflowError
 from priorflow.storage.inputs import LAYOUT_ATTRIBUTE
+from priorflow.storage.location import claim_array_location
 from priorflow.storage.urls import describe_storage_error, normalize_url, open_store
 
+WRITER = "priorflow ingest"  # the `written_by` attribute of ingested arrays: the only arrays --overwrite replaces
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
@@ -40,7 +42,8 @@ def _remove(url: str) -> None:
 def ingest(source: Path, url: str, chunk: int = 16, overwrite: bool = False) -> zarr.Array:
     """Write `source` to a new Zarr v3 array at `url`: images -> (N, C, H, W), a TIFF stack -> volume (D, H, W).
 
-    On any error the partial array is removed, so nothing half-written is left for a run to trust.
+    `overwrite` replaces only an array that ingest wrote. On any error the partial array is removed, so nothing
+    half-written is left for a run to trust.
     """
     url = normalize_url(url)
     if source.is_dir():
@@ -65,10 +68,12 @@ def ingest(source: Path, url: str, chunk: int = 16, overwrite: bool = False) -> 
         raise PriorflowError(f"{source}: give a folder of images or a .tif/.tiff stack")
     if first.dtype not in (np.uint8, np.uint16):
         raise PriorflowError(f"{source}: images must be 8- or 16-bit, got {first.dtype}")
+    if overwrite:
+        claim_array_location(url, WRITER)
     try:
         array = zarr.create_array(
             open_store(url), shape=shape, dtype=first.dtype, chunks=(min(chunk, count), *shape[1:]),
-            overwrite=overwrite, attributes={LAYOUT_ATTRIBUTE: kind, "source": str(source)},
+            overwrite=overwrite, attributes={LAYOUT_ATTRIBUTE: kind, "source": str(source), "written_by": WRITER},
         )
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, PriorflowError):

@@ -111,6 +111,24 @@ def inspect_output(output: str, input: str | None = None) -> OutputLocation:
     return OutputLocation(url, "new")
 
 
+def claim_array_location(url: str, written_by: str) -> None:
+    """Make sure an array may be (re)written at `url`: nothing is there, or an array whose `written_by` attribute
+    says that this part of priorflow wrote it. Anything else is refused, whatever the caller's overwrite flag."""
+    url = normalize_url(url)
+    fs, path = filesystem(url)
+    try:
+        metadata = _read_json(fs, f"{path}/zarr.json")
+        occupied = metadata is not None or fs.isfile(path) or (fs.isdir(path) and bool(fs.ls(path, detail=False)))
+    except Exception as exc:  # noqa: BLE001
+        raise describe_storage_error(url, exc) from exc
+    if not occupied:
+        return
+    if metadata and metadata.get("node_type") == "array" and metadata.get("attributes", {}).get("written_by") == written_by:
+        return
+    raise OutputLocationError(f"{url} holds data that {written_by} did not write; priorflow never replaces it: "
+                              "choose another location")
+
+
 def check_side_file(output: str, name: str) -> None:
     """Refuse when the side file's place holds a file that priorflow did not write."""
     target = side_file(output, name)

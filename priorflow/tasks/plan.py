@@ -82,6 +82,7 @@ class Checked:
     layout: SampleLayout
     measurement_shape: tuple[int, ...]
     fingerprint: str
+    has_work: bool  # whether the output lacks any sample (as far as can be told before the run takes the lease)
 
 
 def check_run(config: RunConfig, overwrite: bool = False) -> Checked:
@@ -104,8 +105,15 @@ def check_run(config: RunConfig, overwrite: bool = False) -> Checked:
         raise ShapeError(f"{config.input}: samples have shape {layout.sample_shape}, expected {tuple(expected)} ({what})")
     source.check_values()
     fingerprint = config.result_fingerprint(prior.identity["sha256"])
-    OutputGroup.check(config.output, config.input, fingerprint, overwrite)
-    return Checked(prior, layout, tuple(measurement_shape), fingerprint)
+    found = OutputGroup.check(config.output, config.input, fingerprint, overwrite)
+    return Checked(prior, layout, tuple(measurement_shape), fingerprint, _has_work(found, fingerprint, layout, config))
+
+
+def _has_work(found: OutputGroup | None, fingerprint: str, layout: SampleLayout, config: RunConfig) -> bool:
+    if found is None or found.run["fingerprint"] != fingerprint or "_done" not in found.group:
+        return True
+    done = found.done()
+    return done.shape != layout.leading or bool(layout.pending(layout.plan(config.shard_size), done))
 
 
 @task(name="plan-shards")
