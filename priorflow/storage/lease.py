@@ -1,18 +1,18 @@
 """The writer lease of an output group: one run writes an output at a time, and a killed run's output is taken
 over by the next run on its own, with no manual unlock.
 
-A lease is a small JSON object `<stem>.lease/<generation>.json` beside the output group `<stem>.zarr` ({id, owner, renewed, ttl, released}); the
-highest generation is the current one. The holder renews it every `ttl / 6` seconds from a background thread.
-A lease not renewed for `ttl` seconds (default 30, `PRIORFLOW_LEASE_TTL`) is stale: its run is dead. A run
-that finds a fresh lease watches it for one renewal interval: renewed means a live run (refused); not renewed
-means a dead run, whose lease it then waits out and takes over.
+A lease is a small JSON object `<stem>.lease/<generation>.json` beside the output group `<stem>.zarr` ({id,
+owner, renewed, ttl, released}); the highest generation is the current one. The holder renews it every
+`ttl / 6` seconds from a background thread. A lease not renewed for `ttl` seconds (default 30,
+`PRIORFLOW_LEASE_TTL`) is stale: its run is dead. A run that finds a fresh lease watches it for one renewal
+interval: renewed means a live run (refused); not renewed means a dead run, whose lease it waits out and takes over.
 
 Taking over is creating the next generation's object *exclusively*, so of two runs starting at the same moment
-exactly one wins: locally with an atomic create (O_EXCL), on S3 with a conditional PUT (`If-None-Match: *`).
-Where a store ignores the condition (older S3 servers; the check below detects it once per filesystem), the
-winner is decided by reading the object back after a short settling delay: two runs starting within that delay
-of each other can then both believe they won. Clocks of the machines running priorflow must agree to well
-within `ttl` (NTP).
+exactly one wins: locally with an atomic create (a hard link, which fails if the name exists), on S3 with a
+conditional PUT (`If-None-Match: *`). Where a store ignores the condition (older S3 servers; detected once per
+filesystem with a probe object), the winner is decided by reading the object back after a short settling delay:
+two runs starting within that delay of each other can then both believe they won. Clocks of the machines running
+priorflow must agree to well within `ttl` (NTP).
 """
 
 from __future__ import annotations
@@ -98,14 +98,17 @@ class _Folder:
         """Create the generation's object if nobody did; True when this call created it."""
         path = posixpath.join(self.path, _name(generation))
         data = json.dumps(record).encode()
-        if is_local(self.url):
+        if is_local(self.url):  # written whole aside, then linked into place: link() fails if the name exists
             os.makedirs(self.path, exist_ok=True)
+            partial = f"{path}.{uuid.uuid4().hex}.partial"
+            with open(partial, "wb") as f:
+                f.write(data)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(partial, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                os.unlink(partial)
             return True
         if _conditional_create(self.fs, self.path):
             try:
