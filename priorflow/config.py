@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from priorflow.errors import PriorflowError, unknown_name
-from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig
+from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig, unknown_options
 from priorflow.storage.layout import Kind
 
 
@@ -134,6 +134,10 @@ def validate_config(data: dict[str, Any], source: str = "configuration") -> RunC
     solver = data.get("solver")
     if isinstance(solver, dict) and solver.get("name", "dmplug") not in SOLVERS:
         raise PriorflowError(f"{source}: solver: {unknown_name('solver', solver['name'], list(SOLVERS))}")
+    if isinstance(solver, dict):  # an unknown option is named with the valid ones; bad values are named below
+        unknown = unknown_options(solver.get("name", "dmplug"), {k: v for k, v in solver.items() if k != "name"})
+        if unknown:
+            raise PriorflowError(f"{source}: solver: {unknown}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -11,15 +11,19 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
 from priorflow.solvers.prior import DiffusionPrior
-from priorflow.solvers.problem import FitKind, InverseProblem, Objective
+from priorflow.solvers.problem import FitKind, InverseProblem, MeasurementFit, Objective
+
+AUTO = "auto"
+OTHER_OPERATORS = "*"
+"""Key of an auto table's value for operators it does not name, and for custom losses (no operator)."""
 
 Callback = Callable[[int, Tensor, Tensor], None]
 """callback(step, x, index): the current estimate x in [0, 1] of the samples at `index` (original positions)."""
@@ -77,14 +81,42 @@ class Recorder:
         self.trace[index.cpu(), step // self.trace_every - 1] = latent.detach().float().cpu()
 
 
+def operator_name(problem: InverseProblem | Objective | None) -> str | None:
+    """The registered name of the problem's operator (what `build_operator` was given), None for custom losses."""
+    if isinstance(problem, InverseProblem | MeasurementFit):
+        return str(problem.operator.spec().get("name", problem.operator.name))
+    return None
+
+
 class Solver(BaseModel):
     """Base of all solvers: a frozen, serialisable configuration with a `solve` method."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     data_fit: ClassVar[FitKind] = "norm"
     needs_problem: ClassVar[bool] = True
+    auto_options: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Options whose default, None ("auto"), is resolved per operator when the solver runs:
+    {option: {operator name: value, "*": value for other operators and custom losses}}."""
 
     trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_strings(cls, data: Any) -> Any:
+        """`scale="auto"` (e.g. `-s scale=auto` on the command line) is the same as leaving the option unset."""
+        if isinstance(data, dict):
+            return {k: None if k in cls.auto_options and v == AUTO else v for k, v in data.items()}
+        return data
+
+    def resolved(self, operator: str | None) -> Solver:
+        """This solver with each auto option (None) set to its value for `operator` (a registered operator name,
+        e.g. "super_resolution"; None for a custom loss)."""
+        update = {
+            option: table.get(operator, table[OTHER_OPERATORS]) if operator else table[OTHER_OPERATORS]
+            for option, table in self.auto_options.items()
+            if getattr(self, option) is None
+        }
+        return self.model_copy(update=update) if update else self
 
     @property
     @abstractmethod
@@ -105,8 +137,9 @@ class Solver(BaseModel):
         seeds: Sequence[int],
         callback: Callback | None = None,
     ) -> SolverResult:
-        objective = self._objective(prior, problem, seeds)
-        return self._solve(prior, objective, problem, list(seeds), callback)
+        solver = self.resolved(operator_name(problem))
+        objective = solver._objective(prior, problem, seeds)
+        return solver._solve(prior, objective, problem, list(seeds), callback)
 
     def _objective(
         self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: Sequence[int]
