@@ -179,7 +179,8 @@ def restore(
     input: str = typer.Argument(None, help="URL of the input Zarr array (path, file://, s3://, memory://)."),
     output: str = typer.Argument(None, help="URL of the output Zarr group."),
     config: Path = typer.Option(None, help="YAML or TOML run configuration; arguments and options override it."),
-    solver: str = typer.Option(None, help="dmplug (default), dmplug_blind, mpgd, dps or ddim."),
+    solver: str = typer.Option(None, help="dmplug (default), dmplug_blind, mpgd, dps or ddim; `priorflow solvers` "
+                               "lists each one's options (-s) and defaults."),
     solver_param: list[str] = typer.Option(None, "--solver-param", "-s", help="Solver option KEY=VALUE (repeatable)."),
     operator: str = typer.Option(None, help="Forward operator, e.g. super_resolution, inpainting, gaussian_blur."),
     operator_param: list[str] = typer.Option(None, "--operator-param", "-o", help="Operator parameter KEY=VALUE."),
@@ -338,6 +339,34 @@ def unlock(output: str = typer.Argument(..., help="URL of an output group whose 
     except PriorflowError as exc:
         _fail(exc)
     console.print(f"{output} unlocked")
+
+
+@app.command("solvers")
+def solvers_command(
+    name: str = typer.Argument(None, help="One solver (default: all of them)."),
+) -> None:
+    """List each solver's options with their types, defaults and meaning (what `restore -s KEY=VALUE` takes).
+
+    A default shown as "auto" depends on the operator: the value listed for it, or "other" for any other operator.
+    """
+    from rich.table import Table
+
+    from priorflow.errors import unknown_name
+    from priorflow.solvers import SOLVERS, describe_options
+
+    if name is not None and name not in SOLVERS:
+        _fail(unknown_name("solver", name, list(SOLVERS)))
+    out = Console()
+    for solver in [name] if name else SOLVERS:
+        doc = (SOLVERS[solver].__doc__ or "").strip().split("\n")[0]
+        table = Table(title=f"{solver}: {doc}", title_justify="left", show_lines=True)
+        for column in ("option", "type", "default", "description"):
+            table.add_column(column, overflow="fold")
+        for row in describe_options(solver):
+            table.add_row(row["option"], row["type"], row["default"], row["description"])
+        out.print(table)
+    if name in (None, "ddim"):
+        out.print("ddim ignores the measurements: it samples the prior alone, as a reference.")
 
 
 if __name__ == "__main__":
