@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,16 @@ console = Console(stderr=True, soft_wrap=True)
 @app.callback()
 def main() -> None:
     """Restore image and volume datasets with pretrained diffusion priors."""
+    sys.unraisablehook = _drop_abandoned_coroutines
+
+
+def _drop_abandoned_coroutines(unraisable: Any) -> None:
+    """When one of zarr's concurrent storage reads fails, it abandons the others; collected later with their own
+    error, Python would print each as "Exception ignored in: <coroutine ...>" with a traceback, after the one-line
+    error the user already has. Anything else that cannot be raised is reported as usual."""
+    if isinstance(unraisable.object, types.CoroutineType):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _fail(exc: Exception) -> None:
@@ -124,12 +136,14 @@ def demo(
     and scored; rerunning resumes (finished shards are skipped).
     """
     from priorflow.datasets import write_digits_array
+    from priorflow.flows.console import quiet_console
     from priorflow.flows.restore import run_restore
     from priorflow.presets import NOISE, TUNED, solver_options
     from priorflow.presets import task as task_preset
     from priorflow.storage.outputs import OutputGroup
     from priorflow.viz import output_grid
 
+    quiet_console()
     try:
         operator, params = task_preset(task)["operator"]
         options = solver_options(solver, TUNED[task].get(solver, {}))
@@ -196,11 +210,14 @@ def restore(
     workers: int = typer.Option(None, help="LocalCluster workers (default one per GPU, else 2)."),
     gpu: bool = typer.Option(None, "--gpu/--no-gpu", help="One GPU per task (default: if the cluster has GPUs). "
                              "Workers of an existing cluster advertise them: dask worker --resources GPU=1."),
-    overwrite: bool = typer.Option(False, help="Replace an output that holds another configuration's results."),
+    overwrite: bool = typer.Option(False, help="Replace the results of another configuration in a priorflow output "
+                                   "group (only priorflow's own arrays are deleted; anything else is never touched)."),
 ) -> None:
     """Restore every sample of a dataset that the output lacks: shards fan out to Dask workers, results go to Zarr."""
+    from priorflow.flows.console import quiet_console
     from priorflow.flows.restore import run_restore
 
+    quiet_console()
     try:
         solver_spec = {"name": solver, **_params(solver_param, "--solver-param")} if solver or solver_param else None
         if solver_spec and solver_spec.get("name") is None:
@@ -233,9 +250,11 @@ def serve(
     Each run restores only the samples the output does not hold yet, so new samples appended to the input are
     picked up by the next run. Set PREFECT_API_URL to keep the runs on a server; stop with Ctrl-C.
     """
+    from priorflow.flows.console import quiet_console
     from priorflow.flows.schedule import schedule_for, serve_restore
     from priorflow.tasks.plan import check_run
 
+    quiet_console()
     try:
         schedule = schedule_for(cron, interval, timezone)
         run = _run_config(config, {}, cluster)
@@ -256,7 +275,7 @@ def _sample_progress(url: str, every: float = 2.0) -> Iterator[None]:
         while not stop.wait(every):
             try:
                 done = OutputGroup.open(url).done()
-            except PriorflowError:  # not created yet
+            except Exception:  # noqa: BLE001 - not created yet, or being prepared: a progress bar never fails a run
                 continue
             progress.update(task, total=done.size, completed=int(done.sum()))
 
@@ -306,14 +325,15 @@ def ingest(
 @app.command()
 def show(
     output: str = typer.Argument(..., help="URL of a restore output group."),
-    png: Path = typer.Option(None, help="Where to write the grid (default: summary.png next to a local output)."),
+    png: Path = typer.Option(None, help="Where to write the grid (default: OUTPUT's grid beside it, OUT.grid.png)."),
     count: int = typer.Option(8, min=1, help="Samples in the grid."),
 ) -> None:
     """Summarise an output group and write a PNG grid of measurement / restored / ground truth."""
-    from priorflow.storage.outputs import OutputGroup
-    from priorflow.storage.urls import is_local, normalize_url
-    from priorflow.tasks.reduce import SUMMARY_ATTRIBUTE, summarize
-    from priorflow.viz import output_grid
+    from priorflow.storage.location import write_side_file
+    from priorflow.storage.outputs import SUMMARY_ATTRIBUTE, OutputGroup
+    from priorflow.storage.urls import normalize_url
+    from priorflow.tasks.reduce import summarize
+    from priorflow.viz import output_columns, output_grid, png_bytes, render_grid
 
     try:
         group = OutputGroup.open(output)
@@ -323,22 +343,27 @@ def show(
                       f"(sha256 {run['prior']['sha256'][:12]}), mode {run['config']['mode']}")
         _print_summary(normalize_url(output), summary)
         if png is None:
-            png = Path(normalize_url(output)) / "summary.png" if is_local(output) else Path("summary.png")
-        console.print(f"grid written to {output_grid(group, png, count)}")
+            written = write_side_file(output, "grid.png", png_bytes(render_grid(output_columns(group, count))))
+        else:
+            written = str(output_grid(group, png, count))
+        console.print(f"grid written to {written}")
     except PriorflowError as exc:
         _fail(exc)
 
 
 @app.command()
 def unlock(output: str = typer.Argument(..., help="URL of an output group whose writer died.")) -> None:
-    """Remove the writer lock a killed run left behind; the next run resumes it."""
-    from priorflow.storage.outputs import OutputGroup
+    """Release the writer lease of a run known to be dead, so the next run need not wait for it to go stale.
+
+    Never needed: a killed run's lease goes stale on its own (PRIORFLOW_LEASE_TTL, 30 s) and the next run takes over.
+    """
+    from priorflow.storage.lease import break_lease
 
     try:
-        OutputGroup.open(output, read_only=False).unlock()
+        released = break_lease(output)
     except PriorflowError as exc:
         _fail(exc)
-    console.print(f"{output} unlocked")
+    console.print(f"{output}: lease released" if released else f"{output}: no run holds it")
 
 
 @app.command("solvers")
