@@ -383,7 +383,7 @@ def solvers_command(
         _fail(unknown_name("solver", name, list(SOLVERS)))
     out = Console()
     for solver in [name] if name else SOLVERS:
-        doc = (SOLVERS[solver].__doc__ or "").strip().split("\n")[0]
+        doc = " ".join((SOLVERS[solver].__doc__ or "").strip().split("\n\n")[0].split())
         table = Table(title=f"{solver}: {doc}", title_justify="left", show_lines=True)
         for column in ("option", "type", "default", "description"):
             table.add_column(column, overflow="fold")

@@ -8,8 +8,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from priorflow.errors import unknown_name
-from priorflow.solvers import InverseProblem, build_noise, build_operator, simulate_measurements
+from priorflow.errors import PriorflowError, unknown_name
+from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, simulate_measurements
 
 TASKS: dict[str, dict[str, Any]] = {
     "sr_x4": {"operator": ("super_resolution", {"factor": 4, "method": "bicubic"}), "baseline": "bicubic upsampling"},
@@ -19,31 +19,37 @@ TASKS: dict[str, dict[str, Any]] = {
 NOISE: tuple[str, dict[str, Any]] = ("gaussian", {"sigma": 0.05, "value_range": "0,1"})
 BENCHMARK_NOISE_SEED_OFFSET = 10_000  # the offset behind the recorded benchmark tables (at most 300 digits)
 
-# Solver options per task, tuned on the validation split by benchmarks/solvers.py (see benchmarks/RESULTS.md).
-TUNED: dict[str, dict[str, dict[str, Any]]] = {
-    "sr_x4": {
-        "dps": {"scale": 0.5},
-        "mpgd": {"scale": 4.0},
-        "dmplug": {"lr": 0.01, "window": 10, "patience": 200, "max_iters": 600},
-    },
-    "inpaint_70": {
-        "dps": {"scale": 0.5},
-        "mpgd": {"scale": 2.0},
-        "dmplug": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 300},
-    },
-    "deblur_gauss": {
-        "dps": {"scale": 0.5},
-        "mpgd": {"scale": 2.0},
-        "dmplug": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 600},
-    },
-}
-DPS_STEPS, MPGD_STEPS, DDIM_STEPS, DMPLUG_CAP = 1000, 50, 50, 600
-
 
 def task(name: str) -> dict[str, Any]:
     if name not in TASKS:
         raise unknown_name("task", name, list(TASKS))
     return TASKS[name]
+
+
+def solver_default(solver: str, option: str, task_name: str) -> Any:
+    """A solver's default value of `option` on a task: its plain default, or its "auto" value for the operator."""
+    return getattr(build_solver(solver).resolved(task(task_name)["operator"][0]), option)
+
+
+# DMPlug's values per task, tuned on the validation split by benchmarks/solvers.py: the recorded tables in
+# benchmarks/RESULTS.md were made with them. DMPlug's default is one setting for every operator (within 0.2 dB of
+# these on validation), so they are kept here.
+DMPLUG_TUNED: dict[str, dict[str, Any]] = {
+    "sr_x4": {"lr": 0.01, "window": 10, "patience": 200, "max_iters": 600},
+    "inpaint_70": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 300},
+    "deblur_gauss": {"lr": 0.03, "window": 50, "patience": 100, "max_iters": 600},
+}
+# Solver options per task, tuned on the validation split by benchmarks/solvers.py (see benchmarks/RESULTS.md).
+# DPS's and MPGD's tuned scales are their defaults (MPGD's per operator), so they are read from the solvers.
+TUNED: dict[str, dict[str, dict[str, Any]]] = {
+    name: {
+        "dps": {"scale": solver_default("dps", "scale", name)},
+        "mpgd": {"scale": solver_default("mpgd", "scale", name)},
+        "dmplug": DMPLUG_TUNED[name],
+    }
+    for name in TASKS
+}
+DPS_STEPS, MPGD_STEPS, DDIM_STEPS, DMPLUG_CAP = 1000, 50, 50, 600
 
 
 def solver_options(solver: str, tuned: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +71,25 @@ def simulate(task_name: str, x: Tensor, seeds: Sequence[int]) -> InverseProblem:
     name, params = task(task_name)["operator"]
     operator = build_operator(name, x.shape[1:], seeds, **params)
     return simulate_measurements(x, operator, build_noise(NOISE[0], **NOISE[1]), seeds, BENCHMARK_NOISE_SEED_OFFSET)
+
+
+BLIND: dict[str, tuple[str, dict[str, Any]]] = {"deblur_gauss": ("blind_blur", {"kernel_size": 7})}
+"""The tasks a blind solver (dmplug_blind) takes: the same measurements, solved with the kernel unknown (only its
+size is given). A blind solver's forward model pads with zeros where the task's blur reflects: at the border of
+a digit's dark background, the two barely differ."""
+
+
+def blind(task_name: str, problem: InverseProblem, seeds: Sequence[int]) -> InverseProblem:
+    """The task's measurements as a blind problem for dmplug_blind (the kernel is unknown to the solver)."""
+    if task_name not in BLIND:
+        raise PriorflowError(f"task {task_name!r} is not a blur: blind solvers take {', '.join(BLIND)}")
+    name, params = BLIND[task_name]
+    return InverseProblem(problem.y, build_operator(name, problem.operator.image_shape, seeds, **params))
+
+
+def problem_for(solver: str, task_name: str, problem: InverseProblem, seeds: Sequence[int]) -> InverseProblem:
+    """What `solver` is given for a task: the problem itself, or its blind version for dmplug_blind."""
+    return blind(task_name, problem, seeds) if solver == "dmplug_blind" else problem
 
 
 def classical_baseline(task_name: str, y: Tensor) -> Tensor:

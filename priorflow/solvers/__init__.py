@@ -103,7 +103,6 @@ def unknown_options(name: str, params: dict[str, Any]) -> str | None:
     return None
 
 
-
 def _constraints(field: Any) -> str:
     """A field's numeric bounds as text: "> 0", "in [1, 1000]", ">= 0"."""
     bounds = {key: getattr(m, key.lower()) for m in field.metadata for key in ("Ge", "Gt", "Le", "Lt") if hasattr(m, key.lower())}
@@ -153,8 +152,8 @@ def describe_options(name: str) -> list[dict[str, str]]:
             shown = f"{AUTO}: per operator: {', '.join(per_operator)}; other {format_value(table[OTHER_OPERATORS])}"
         else:
             shown = format_value(default)
-        rows.append({"option": option, "type": _type_name(field.annotation) + _constraints(field), "default": shown,
-                     "description": field.description or ""})
+        kind = _type_name(field.annotation) + _constraints(field) + (f" or {AUTO}" if option in cls.auto_options else "")
+        rows.append({"option": option, "type": kind, "default": shown, "description": field.description or ""})
     return sorted(rows, key=lambda row: row["option"] == "trace_every")  # the options every solver has, last
 
 
