@@ -19,7 +19,9 @@ server, reads the answer whole and passes it back, unless the schedule says to i
 Which request gets which fault is decided from the seed, the request (method, target and a hash of its body)
 and how many times that same request was seen before, so it does not depend on the order in which concurrent
 clients arrive. A transient schedule faults a share `rate` of requests but never more than `max_consecutive`
-attempts of one request in a row; a persistent one faults every request, after the first `after`. Only loopback
+attempts of one request in a row; a persistent one faults every request, after the first `after` (counted from
+the first request that contains `start_after`, when set: "PUT /bucket/out.zarr/_done/c/" starts an outage
+right after a shard is marked done). Only loopback
 addresses are used, every wait is bounded, and the proxy closes itself after `lifetime_s`.
 """
 
@@ -33,6 +35,7 @@ import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlsplit
 
 KINDS = ("refuse", "http_503", "slow", "cut")
@@ -51,6 +54,7 @@ class Schedule:
     max_consecutive: int = 2  # transient: at most this many failed attempts of one request in a row
     persistent: bool = False  # fault every request, after the first `after`
     after: int = 0  # requests passed untouched before any fault
+    start_after: str = ""  # if set, no fault before a request whose "METHOD /path" contains this has passed
     seed: int = 0
     slow_s: float = 0.3
 
@@ -103,7 +107,8 @@ async def read_message(
     message = HttpMessage(head, b"")
     headers = message.headers
     if request_method is None and headers.get("expect", "").lower() == "100-continue" and client is not None:
-        message = HttpMessage(b"".join(line for line in head.splitlines(keepends=True) if not line.lower().startswith(b"expect:")), b"")
+        kept = [line for line in head.splitlines(keepends=True) if not line.lower().startswith(b"expect:")]
+        message = HttpMessage(b"".join(kept), b"")
         client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await _read(client.drain())
     if request_method is not None:  # an answer: some carry no body whatever their headers say
@@ -153,7 +158,7 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 class FaultProxy:
     """The proxy; `counts` holds faults injected per kind, `requests` seen and `retried` (requests that came
-    again after an attempt of theirs was faulted), `history` each request. A context manager, or start()/stop()."""
+    again after an attempt of theirs was faulted). Use as a context manager, or start()/stop()."""
 
     def __init__(self, upstream: str, schedule: Schedule | None = None, lifetime_s: float = 900.0) -> None:
         parts = urlsplit(upstream)
@@ -162,7 +167,6 @@ class FaultProxy:
         self.upstream = (parts.hostname, parts.port or 80)
         self.lifetime_s = lifetime_s
         self.counts: Counter[str] = Counter({kind: 0 for kind in KINDS} | {"requests": 0, "retried": 0})
-        self.history: list[str] = []  # "METHOD /path" of each request, in arrival order
         self._lock = threading.Lock()
         self._since = 0  # requests seen when the schedule was set
         self.schedule = schedule or Schedule()
@@ -182,7 +186,7 @@ class FaultProxy:
     def schedule(self, schedule: Schedule) -> None:
         """Replace the schedule (also while running); its `after` counts requests from now on."""
         with self._lock:
-            self._schedule, self._since = schedule, self.counts["requests"]
+            self._schedule, self._since, self._armed = schedule, self.counts["requests"], not schedule.start_after
 
     @property
     def url(self) -> str:
@@ -194,11 +198,10 @@ class FaultProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.counts = Counter({kind: 0 for kind in KINDS} | {"requests": 0, "retried": 0})
-            self.history = []
             self._since = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="faultproxy", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -210,7 +213,7 @@ class FaultProxy:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(10)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -252,12 +255,12 @@ class FaultProxy:
             attempt = self._seen[key]
             self._seen[key] += 1
             self.counts["requests"] += 1
-            self.history.append(f"{method} {urlsplit(target).path}")
+            line = f"{method} {urlsplit(target).path}"
             if self._failed_in_a_row[key]:
                 self.counts["retried"] += 1
             draw = random.Random(f"{schedule.seed}:{key}:{attempt}")
             kind = None
-            if self.counts["requests"] - self._since > schedule.after:
+            if self._armed and self.counts["requests"] - self._since > schedule.after:
                 if schedule.persistent:
                     kind = draw.choice([k for k in schedule.kinds if k in FAILING])
                 elif draw.random() < schedule.rate:
@@ -270,6 +273,8 @@ class FaultProxy:
                 self._failed_in_a_row.pop(key, None)
             if kind:
                 self.counts[kind] += 1
+            elif not self._armed and schedule.start_after in line:
+                self._armed, self._since = True, self.counts["requests"]
             return kind
 
     # --- one client connection -----------------------------------------------------------------------------

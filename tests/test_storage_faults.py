@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import s3fs
 import zarr
-
 from faultproxy import FAILING, KINDS, FaultProxy, Schedule
+
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
 from priorflow.flows.restore import run_restore
