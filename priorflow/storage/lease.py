@@ -17,6 +17,7 @@ priorflow must agree to well within `ttl` (NTP).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -25,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fsspec import AbstractFileSystem
@@ -114,9 +114,10 @@ class _Folder:
             try:
                 self.fs.pipe_file(path, data, mode="create")
             except OSError as exc:
-                if _precondition_failed(exc):
-                    return False
-                raise
+                if not _precondition_failed(exc):
+                    raise
+                # a retry of our own PUT whose answer was lost also gets 412: the record says whose it is
+                return (self.read(generation) or {}).get("id") == record["id"]
             return True
         if self.fs.exists(path):
             return False
@@ -156,16 +157,15 @@ def _conditional_create(fs: AbstractFileSystem, folder: str) -> bool:
     if key not in _CONDITIONAL:
         probe = posixpath.join(folder, f"probe-{uuid.uuid4().hex}")
         try:
-            fs.pipe_file(probe, b"1", mode="create")
-            try:
-                fs.pipe_file(probe, b"2", mode="create")
-                _CONDITIONAL[key] = False
-            except OSError as exc:
-                if not _precondition_failed(exc):
-                    raise
-                _CONDITIONAL[key] = True
+            for _ in range(2):  # the second create must fail; a 412 already on the first (a client retry of it
+                fs.pipe_file(probe, b"probe", mode="create")  # whose answer was lost) proves the same
+            _CONDITIONAL[key] = False
         except TypeError:  # this filesystem has no mode="create"
             _CONDITIONAL[key] = False
+        except OSError as exc:
+            if not _precondition_failed(exc):
+                raise
+            _CONDITIONAL[key] = True
         finally:
             try:
                 fs.rm_file(probe)
@@ -253,7 +253,7 @@ def _wait_out(folder: _Folder, generation: int, record: dict, ttl: float) -> Non
             )
 
 
-@contextmanager
+@contextlib.contextmanager
 def held(url: str, owner: str | None = None) -> Iterator[Lease]:
     """Hold the output's lease for the block, renewing it in a background thread; released at the end."""
     lease = acquire(url, owner)
@@ -270,10 +270,18 @@ def held(url: str, owner: str | None = None) -> Iterator[Lease]:
     thread.start()
     try:
         yield lease
-    finally:
+    except BaseException:
         stop.set()
         thread.join()
+        with contextlib.suppress(Exception):  # in a storage outage, the run's own error is the one to report;
+            lease.release()  # an unreleased lease goes stale after `ttl` anyway
+        raise
+    stop.set()
+    thread.join()
+    try:
         lease.release()
+    except Exception as exc:  # noqa: BLE001 - fsspec backends raise many types
+        raise describe_storage_error(lease.url, exc) from exc
 
 
 def break_lease(url: str) -> bool:
