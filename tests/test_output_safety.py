@@ -9,6 +9,7 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
+from conftest import run_fields
 
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
@@ -33,13 +34,10 @@ def base(request, tmp_path) -> str:
     return f"s3://priorflow-safety/{uuid.uuid4().hex[:8]}"
 
 
-def config_at(base: str, output: str, input: str | None = None, **overrides):
-    """A small benchmark-mode run (6 held-out digits, SR x4, a fast MPGD) from `input` (default: written) to `output`."""
-    return validate_config({
-        "input": input or write_digits_array(f"{base}/in.zarr", "test", 6), "output": output, "mode": "benchmark",
-        "operator": {"name": "super_resolution", "params": {"factor": 4}}, "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
-        "solver": {"name": "mpgd", "steps": 20, "scale": 4.0}, "shard_size": 5, "seed": 7, "cluster": {"workers": 1},
-    } | overrides)
+def config_at(base: str, output: str, input: str | None = None):
+    """A small run (6 held-out digits, a fast MPGD, one worker) from `input` (default: written) to `output`."""
+    return validate_config(run_fields(input or write_digits_array(f"{base}/in.zarr", "test", 6), output,
+                                      solver={"name": "mpgd", "steps": 20, "scale": 4.0}, cluster={"workers": 1}))
 
 
 def foreign_group(url: str) -> zarr.Group:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import s3fs
 import zarr
+from conftest import run_fields
 from faultproxy import FAILING, KINDS, FaultProxy, Schedule
 
 from priorflow.config import validate_config
@@ -101,17 +102,10 @@ def test_restore_through_transient_faults_equals_a_fault_free_run(bucket, proxy,
     monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
     # one worker for both runs (it inherits the proxy's endpoint); the first run goes through the proxy untouched
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        fields = {
-            "input": write_digits_array(f"{bucket}/digits.zarr", "test", 8),
-            "mode": "benchmark",
-            "operator": {"name": "super_resolution", "params": {"factor": 4}},
-            "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
-            "solver": {"name": "mpgd", "steps": 10, "scale": 4.0},
-            "shard_size": 4,
-            "seed": 7,
-            "cluster": {"address": cluster.scheduler_address},
-        }
-        run_restore(validate_config(fields | {"output": f"{bucket}/clean.out.zarr"}))
+        fields = run_fields(write_digits_array(f"{bucket}/digits.zarr", "test", 8), f"{bucket}/clean.out.zarr",
+                            solver={"name": "mpgd", "steps": 10, "scale": 4.0}, shard_size=4,
+                            cluster={"address": cluster.scheduler_address})
+        run_restore(validate_config(fields))
         assert proxy.faults() == 0
         proxy.schedule = Schedule(rate=0.05, seed=11)
         faulty = run_restore(validate_config(fields | {"output": f"{bucket}/faulty.out.zarr"}))
