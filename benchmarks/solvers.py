@@ -169,7 +169,8 @@ def load_time() -> None:
 
 
 @app.command()
-def defaults(n_test: int = 32, threads: int = 1) -> None:
+def defaults(n_test: int = 32, threads: int = 1,
+             note: str = typer.Option("", help="A sentence for the section, e.g. what else ran on the machine.")) -> None:
     """Every solver with its defaults (no options: what `priorflow restore --solver NAME` runs) on every task,
     against the classical baseline, on the test digits; writes out/defaults.json and the defaults section."""
     torch.set_num_threads(threads)
@@ -178,7 +179,7 @@ def defaults(n_test: int = 32, threads: int = 1) -> None:
 
     prior = load_prior(PRIOR)
     record: dict = {"n_test": n_test, "threads": threads, "torch": torch.__version__, "machine": platform.machine(),
-                    "tasks": {}}
+                    "note": note, "tasks": {}}
     for task in TASKS:
         truth, problem, seeds = _problem(task, "test", n_test)
         rows = {"baseline": _scores(classical_baseline(task, problem.y), truth, 0.0)}
@@ -192,12 +193,23 @@ def defaults(n_test: int = 32, threads: int = 1) -> None:
             auto = {k: format_value(getattr(resolved, k)) for k in type(solver).auto_options}
             rows[name] = _scores(result.x, truth, result.seconds) | {
                 "auto": auto, "operator": operator_name(given), "iterations_mean": float(result.iterations.float().mean()),
-                "defaults": {k: format_value(v) for k, v in solver if k not in ("name", "trace_every")}}
+                "defaults": {k: "auto" if v is None and k in solver.auto_options else format_value(v)
+                             for k, v in solver if k not in ("name", "trace_every")}}
             print(f"test {task} {name} defaults {auto}: {rows[name]['psnr']:.2f} dB "
                   f"(baseline {rows['baseline']['psnr']:.2f}), {rows[name]['sec_per_image']:.2f} s/img", file=sys.stderr, flush=True)
         record["tasks"][task] = rows
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "defaults.json").write_text(json.dumps(record, indent=1))
+    defaults_report(note=None)
+
+
+@app.command()
+def defaults_report(note: str = typer.Option(None, help="Replace the recorded note (kept in out/defaults.json).")) -> None:
+    """Write the defaults section of benchmarks/RESULTS.md from out/defaults.json (made by `defaults`)."""
+    record = json.loads((OUT / "defaults.json").read_text())
+    if note is not None:
+        record["note"] = note
+        (OUT / "defaults.json").write_text(json.dumps(record, indent=1))
     section = _defaults_section(record)
     write_section("defaults", section)
     print(section)
@@ -212,13 +224,13 @@ def _defaults_section(record: dict) -> str:
     intro = (
         f"`python benchmarks/solvers.py defaults --n-test {record['n_test']}`: each solver built with no options "
         "(`build_solver(name)`, i.e. `priorflow restore --solver NAME` without `-s`), on the first "
-        f"{record['n_test']} test digits (seeds 0..{record['n_test'] - 1}, measurements as in the tables above), against "
+        f"{record['n_test']} test digits (seeds 0..{record['n_test'] - 1}, measurements as in the solver tables above), against "
         "the classical baseline. Options that default to auto were resolved for the task's operator (`priorflow "
         "solvers` lists their tables); all defaults were chosen on the validation digits, never on these. "
         "dmplug_blind is given deblur_gauss's measurements with the kernel unknown (blind_blur, kernel_size 7); it "
         "has no other built-in task. DDIM ignores the measurements (the prior alone): it is the unconditional "
         "reference, not held to the baseline. PSNR in dB, mean ± std over images, (margin over the baseline's mean). "
-        f"Machine: {record['machine']}, torch {record['torch']}, {record['threads']} thread(s)."
+        f"Machine: {record['machine']}, torch {record['torch']}, {record['threads']} thread(s). {record.get('note', '')}"
     )
     lines = ["## Solver defaults on the bundled digits prior", "", textwrap.fill(intro, 116), ""]
     shown: dict = {}
@@ -226,7 +238,9 @@ def _defaults_section(record: dict) -> str:
         for name in names:
             if name in rows:
                 shown.setdefault(name, rows[name]["defaults"])
-    lines += [f"- {name}: " + ", ".join(f"{k}={v}" for k, v in defaults.items()) for name, defaults in shown.items()]
+    for name, defaults in shown.items():  # (a record from before "auto" was written as such shows None)
+        values = {k: "auto" if v == "None" and k in SOLVERS[name].auto_options else v for k, v in defaults.items()}
+        lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     lines += ["", "| task | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for task, rows in record["tasks"].items():
         base = rows["baseline"]["psnr"]
