@@ -90,8 +90,10 @@ class RunConfig(BaseModel):
         return spec
 
     def result_fingerprint(self, prior_sha256: str) -> str:
-        """Hash of everything that determines the results (not where they go or which machines run them)."""
+        """Hash of everything that determines the results (not where they go or which machines run them); options
+        left to "auto" count with the value they take for this operator."""
         fields = self.model_dump(mode="json", exclude={"output", "device", "cluster"})
+        fields["solver"] = self.solver.resolved(self.operator.name).model_dump(mode="json")
         blob = json.dumps({**fields, "prior_sha256": prior_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 

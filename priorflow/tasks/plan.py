@@ -28,8 +28,9 @@ class RunPlan:
 
 
 def pipeline_solver(config: RunConfig) -> Solver:
-    """The configured solver, with a trace of about `snapshots` latents unless it sets trace_every itself."""
-    solver = config.solver
+    """The configured solver with its "auto" options resolved for the operator (so the run record says what was
+    used), and a trace of about `snapshots` latents unless it sets trace_every itself."""
+    solver = config.solver.resolved(config.operator.name)
     if solver.trace_every or config.snapshots <= 0:
         return solver
     return solver.model_copy(update={"trace_every": max(1, solver.last_step // config.snapshots)})
