@@ -74,7 +74,7 @@ def digits_run(folder: Path, count: int = 12, **overrides) -> dict:
     """run_fields with `count` held-out digits written to FOLDER/in.zarr and the output FOLDER/out.zarr."""
     from priorflow.datasets import write_digits_array
 
-    return run_fields(write_digits_array(str(folder / "in.zarr"), "test", count), str(folder / "out.zarr"), **overrides)
+    return run_fields(write_digits_array(str(folder / "in.zarr"), "test", count), str(folder / "out.zarr")) | overrides
 
 
 def read_json(path: Path) -> dict:
