@@ -159,7 +159,7 @@ def run(task: str = typer.Option(..., help=f"One of {', '.join(TASKS)}"), n_test
 @app.command()
 def load_time() -> None:
     """Time a cold import of the network code and the load of the bundled prior, in fresh processes."""
-    code = ("import time; t=time.perf_counter(); from priorflow.solvers.prior import load_prior; "
+    code = ("import time; t=time.perf_counter(); from priorflow.solvers.priors.prior import load_prior; "
             "import diffusers.models.unets.unet_2d; t1=time.perf_counter(); p=load_prior({!r}); t2=time.perf_counter(); "
             "print(t1-t, t2-t1)").format(str(PRIOR))
     runs = [tuple(map(float, subprocess.check_output([sys.executable, "-c", code], text=True).split())) for _ in range(3)]

@@ -10,7 +10,7 @@ import torch
 
 from priorflow.bundled import BUNDLED_PRIORS
 from priorflow.solvers import DiffusionPrior, load_prior
-from priorflow.solvers.prior import WEIGHTS_FILE
+from priorflow.solvers.priors.prior import WEIGHTS_FILE
 
 torch.set_num_threads(1)
 
@@ -37,6 +37,62 @@ def make_unet_folder(folder: Path, channels: int = 1, size: int = 8, out_channel
     net.save_config(folder)
     save_file(net.state_dict(), folder / WEIGHTS_FILE)
     return folder
+
+
+def make_autoencoder_folder(folder: Path, kind: str = "kl", channels: int = 1, latent_channels: int = 2,
+                            scaling_factor: float | None = 0.5) -> Path:
+    """A random-weight diffusers AutoencoderKL or VQModel (downsampling 2) saved as a folder; scaling_factor None
+    leaves it out of config.json, as the CompVis LDM VQ folders do."""
+    from diffusers import AutoencoderKL, VQModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    common = dict(in_channels=channels, out_channels=channels, block_out_channels=(8, 8), latent_channels=latent_channels,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=4, sample_size=8)
+    model = VQModel(num_vq_embeddings=16, **common) if kind == "vq" else AutoencoderKL(**common)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_config(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("scaling_factor")
+    if scaling_factor is not None:
+        config["scaling_factor"] = scaling_factor
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    return folder
+
+
+def make_latent_prior_folder(folder: Path, kind: str = "kl") -> Path:
+    """A random-weight latent diffusion pipeline folder: unet/ over 2x4x4 latents of an 8x8 autoencoder, its
+    vae/ (vqvae/ for VQ) and a scheduler with a scaled-linear schedule of its own."""
+    make_unet_folder(folder / "unet", channels=2, size=4)
+    make_autoencoder_folder(folder / ("vqvae" if kind == "vq" else "vae"), kind)
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0195,
+         "num_train_timesteps": 1000, "prediction_type": "epsilon"}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_autoencoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_autoencoder_folder(tmp_path_factory.mktemp("tiny_ae") / "ae")
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_prior_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_latent_prior_folder(tmp_path_factory.mktemp("tiny_ldm") / "ldm")
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_prior(tiny_latent_prior_path: Path) -> DiffusionPrior:
+    return load_prior(tiny_latent_prior_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_projection_prior(tiny_prior_path: Path, tiny_autoencoder_path: Path) -> DiffusionPrior:
+    """The tiny pixel prior with the tiny autoencoder beside it, for MPGD-AE and MPGD-Z."""
+    return load_prior(tiny_prior_path, autoencoder=tiny_autoencoder_path)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from priorflow.solvers import DMPlug
-from priorflow.solvers.diffusion import NoiseSchedule, ddim_sigma
+from priorflow.solvers.priors.diffusion import NoiseSchedule, ddim_sigma
 
 
 def test_linear_schedule_matches_diffusers():

@@ -16,20 +16,23 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers.base import AUTO, OTHER_OPERATORS, Solver, SolverResult, operator_name
-from priorflow.solvers.dmplug import DMPlug, DMPlugBlind
+from priorflow.solvers.dmplug import DMPlug, DMPlugBlind, DMPlugLatent
+from priorflow.solvers.mpgd import MPGD, MPGDAE, MPGDZ, MPGDLatent
 from priorflow.solvers.noise import NOISE_MODELS, build_noise, sample_generators
 from priorflow.solvers.operators import OPERATORS, build_operator
-from priorflow.solvers.prior import DiffusionPrior, load_prior
+from priorflow.solvers.priors.autoencoder import Autoencoder, load_autoencoder
+from priorflow.solvers.priors.prior import DiffusionPrior, load_prior
 from priorflow.solvers.problem import NOISE_SEED_OFFSET, InverseProblem, Objective, PerSampleLoss, simulate_measurements
-from priorflow.solvers.sampling import DDIM, DPS, MPGD
+from priorflow.solvers.sampling import DDIM, DPS, DPSLatent
 from priorflow.solvers.stopping import ESWMV, Discrepancy, FixedIterations
 
-SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, MPGD, DPS, DDIM)}
+SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, DMPlugLatent, MPGD, MPGDAE, MPGDZ, MPGDLatent, DPS, DPSLatent, DDIM)}
 
 OPERATOR_NAMES = frozenset(OPERATORS)
 NOISE_MODELS_NAMES = frozenset(NOISE_MODELS)
 
-SolverConfig = Annotated[DMPlug | DMPlugBlind | MPGD | DPS | DDIM, Field(discriminator="name")]
+SolverConfig = Annotated[
+    DMPlug | DMPlugBlind | DMPlugLatent | MPGD | MPGDAE | MPGDZ | MPGDLatent | DPS | DPSLatent | DDIM, Field(discriminator="name")]
 
 
 def build_solver(name: str, **params: Any) -> Solver:
@@ -158,7 +161,7 @@ def describe_options(name: str) -> list[dict[str, str]]:
 
 
 __all__ = [
-    "DDIM", "DPS", "MPGD", "DMPlug", "DMPlugBlind", "ESWMV", "Discrepancy", "FixedIterations", "DiffusionPrior",
+    "DDIM", "DPS", "DPSLatent", "MPGD", "MPGDAE", "MPGDZ", "MPGDLatent", "DMPlug", "DMPlugBlind", "DMPlugLatent", "ESWMV", "Discrepancy", "FixedIterations", "Autoencoder", "DiffusionPrior", "load_autoencoder",
     "InverseProblem", "NOISE_MODELS_NAMES", "OPERATOR_NAMES", "Objective", "PerSampleLoss", "Solver", "SolverConfig", "SolverResult", "SOLVERS",
     "build_noise", "build_operator", "build_solver", "load_prior", "sample_generators", "simulate_measurements", "NOISE_SEED_OFFSET",
     "describe_options", "format_value", "operator_name", "options_error", "unknown_options",

@@ -11,19 +11,23 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.solvers.prior import DiffusionPrior
+from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import FitKind, InverseProblem, MeasurementFit, Objective
 
 AUTO = "auto"
 OTHER_OPERATORS = "*"
 """Key of an auto table's value for operators it does not name, and for custom losses (no operator)."""
+
+PriorSpace = Literal["pixel", "latent", "any"]
+COUNTERPARTS = {"mpgd": "mpgd_ldm", "dps": "dps_latent", "dmplug": "dmplug_latent"}
+"""Each pixel solver's latent-space counterpart, named in the error when a prior of the other space is given."""
 
 Callback = Callable[[int, Tensor, Tensor], None]
 """callback(step, x, index): the current estimate x in [0, 1] of the samples at `index` (original positions)."""
@@ -95,6 +99,10 @@ class Solver(BaseModel):
     data_fit: ClassVar[FitKind] = "norm"
     needs_problem: ClassVar[bool] = True
     auto_options: ClassVar[dict[str, dict[str, Any]]] = {}
+    space: ClassVar[PriorSpace] = "pixel"
+    """The prior this solver works with: "pixel", "latent" (over an autoencoder's latents) or "any"."""
+    needs_autoencoder: ClassVar[bool] = False
+    """Whether it projects through an autoencoder given beside a pixel prior (MPGD-AE, MPGD-Z)."""
     """Options whose default, None ("auto"), is resolved per operator when the solver runs:
     {option: {operator name: value, "*": value for other operators and custom losses}}."""
 
@@ -137,9 +145,27 @@ class Solver(BaseModel):
         seeds: Sequence[int],
         callback: Callback | None = None,
     ) -> SolverResult:
+        self.check_prior(prior)
         solver = self.resolved(operator_name(problem))
         objective = solver._objective(prior, problem, seeds)
         return solver._solve(prior, objective, problem, list(seeds), callback)
+
+    def check_prior(self, prior: DiffusionPrior) -> None:
+        """Refuse a prior of the other space (or one lacking the autoencoder a projection needs), naming the fix."""
+        name = self.name  # type: ignore[attr-defined]
+        prior_name = prior.identity.get("name", "the prior")
+        if self.space != "any" and prior.kind != self.space:
+            if self.space == "latent":
+                others = ", ".join(n for n, s in COUNTERPARTS.items() if s == name)
+                raise PriorflowError(
+                    f"solver {name} needs a latent prior (a pipeline folder with unet/ and vae/ or vqvae/, e.g. "
+                    f"digits16-latent), but {prior_name} is a pixel prior" + (f"; use {others}" if others else ""))
+            raise PriorflowError(
+                f"solver {name} works in pixel space, but {prior_name} is a latent prior"
+                + (f"; use {COUNTERPARTS[name]}" if name in COUNTERPARTS else "; use mpgd_ldm, dmplug_latent or dps_latent"))
+        if self.needs_autoencoder and prior.autoencoder is None:
+            raise PriorflowError(f"solver {name} projects through an autoencoder, and prior {prior_name} has none: "
+                                 "give one (--autoencoder, e.g. digits16-ae)")
 
     def _objective(
         self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: Sequence[int]

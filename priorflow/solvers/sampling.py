@@ -1,18 +1,19 @@
-"""DDIM-type samplers: unconditional DDIM, DPS and MPGD share one reverse loop and differ in their guidance."""
+"""DDIM-type samplers share one reverse loop and differ in their guidance: unconditional DDIM and DPS here, MPGD
+and its projections in mpgd.py. Over a latent prior the loop runs in latent space and decodes once at the end."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from priorflow.solvers.base import OTHER_OPERATORS, Callback, Solver, SolverResult, randn, to_unit
-from priorflow.solvers.diffusion import ddim_sigma, ddim_step
+from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
+from priorflow.solvers.priors.diffusion import ddim_sigma, ddim_step
 from priorflow.solvers.noise import sample_generators
-from priorflow.solvers.prior import DiffusionPrior
+from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, Objective
 from priorflow.solvers.stopping import STOP_COMPLETED
 
@@ -44,7 +45,7 @@ class ReverseSampler(Solver):
         device = prior.device
         generators = sample_generators(seeds)
         index = torch.arange(len(seeds))
-        x = randn(generators, prior.image_shape, device)
+        x = randn(generators, prior.space_shape, device)
         timesteps = prior.schedule.ddim_timesteps(self.steps)
         recorder = self.recorder(len(seeds))
         latent = x
@@ -56,7 +57,7 @@ class ReverseSampler(Solver):
                 prior, x, t, alpha_bar_prev, (len(timesteps) - 1 - i) / len(timesteps), objective
             )
             sigma = ddim_sigma(alpha_bar, alpha_bar_prev, self.eta)
-            noise = randn(generators, prior.image_shape, device) if sigma > 0 else None
+            noise = randn(generators, prior.space_shape, device) if sigma > 0 else None
             x = ddim_step(x0, eps, alpha_bar_prev, sigma, noise)
             if correction is not None:
                 x = x - correction
@@ -64,10 +65,13 @@ class ReverseSampler(Solver):
             recorder.step(index, nfe=1)
             recorder.snapshot(i + 1, x, index)
             if callback is not None:
-                callback(i + 1, to_unit(x0).clamp(0, 1), index)
+                with torch.no_grad():
+                    callback(i + 1, to_unit(prior.decode(x0)).clamp(0, 1), index)
         n = len(seeds)
+        with torch.no_grad():
+            image = prior.decode(x)
         return SolverResult(
-            x=to_unit(x).clamp(0.0, 1.0),
+            x=to_unit(image).clamp(0.0, 1.0),
             latent=latent.detach(),
             iterations=torch.full((n,), len(timesteps), dtype=torch.long),
             stop_reason=[STOP_COMPLETED] * n,
@@ -83,6 +87,7 @@ class DDIM(ReverseSampler):
 
     name: Literal["ddim"] = "ddim"
     needs_problem = False
+    space = "any"
 
     def denoise_and_guide(self, prior, x, t, alpha_bar_prev, progress, objective):  # type: ignore[override]
         with torch.no_grad():
@@ -109,38 +114,14 @@ class DPS(ReverseSampler):
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             x0, eps = prior.denoise(x_in, t)
-            loss = objective(to_unit(x0)).sum()
+            loss = objective(to_unit(prior.decode(x0))).sum()
             (grad,) = torch.autograd.grad(loss, x_in)
         return x0.detach(), eps.detach(), self.scale * grad
 
 
-class MPGD(ReverseSampler):
-    """Manifold-preserving guided diffusion (He et al. 2024), without projection.
+class DPSLatent(DPS):
+    """DPS over a latent prior: the gradient of ||y - A(D(z0(z_t)))|| goes through the UNet and the decoder, and the
+    step is taken on z_t. The baseline the latent MPGD and DMPlug are judged against."""
 
-    The guidance step is taken on the clean estimate x0|t, not through the network:
-    x0 <- x0 - scale / sqrt(alpha_bar_prev) * grad_{x0} ||y - A(x0)||, then a DDIM step with eta (0.5).
-    Autoencoder projections (MPGD-AE, MPGD-Z) plug in by overriding `guide_x0`.
-
-    The best scale depends on the operator, so it defaults to "auto": SCALES below, the values tuned on the
-    validation digits (benchmarks/RESULTS.md). On those, 2 is within 0.2 dB of the best for inpainting and
-    deblurring and loses ~0.7 dB on 4x super-resolution, where 1 or less falls below bicubic upsampling.
-    """
-
-    SCALES: ClassVar[dict[str, float]] = {"super_resolution": 4.0, "inpainting": 2.0, "gaussian_blur": 2.0, OTHER_OPERATORS: 2.0}
-    auto_options = {"scale": SCALES}
-
-    name: Literal["mpgd"] = "mpgd"
-    eta: float = Field(0.5, ge=0.0, le=1.0, description="DDIM noise level (the paper's 0.5).")
-    scale: float | None = Field(None, gt=0.0, description="Guidance step size on grad ||y - A(x0)|| (for data on [0, 1]).")
-
-    def guide_x0(self, x0: Tensor, objective: Objective, step_size: float, progress: float) -> Tensor:
-        """One gradient step on x0 (MPGD w/o projection); `progress` runs from ~1 (start) to 0 (end)."""
-        with torch.enable_grad():
-            x0 = x0.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(to_unit(x0)).sum(), x0)
-        return (x0 - step_size * grad).detach()
-
-    def denoise_and_guide(self, prior, x, t, alpha_bar_prev, progress, objective):  # type: ignore[override]
-        with torch.no_grad():
-            x0, eps = prior.denoise(x, t)
-        return self.guide_x0(x0, objective, self.scale / alpha_bar_prev**0.5, progress), eps, None
+    name: Literal["dps_latent"] = "dps_latent"  # type: ignore[assignment]
+    space = "latent"

@@ -1,0 +1,1 @@
+"""Diffusion priors in pixel or latent space, their noise schedules, autoencoders and checkpoint formats."""
