@@ -69,7 +69,10 @@ class RunConfig(BaseModel):
 
     input: str = Field(description="URL of the input Zarr array.")
     output: str = Field(description="URL of the output Zarr group.")
-    prior: str = Field("digits16", description="A bundled prior's name or a prior folder.")
+    prior: str = Field("digits16", description="A bundled prior's name, a prior folder or an ADM checkpoint.")
+    autoencoder: str | None = Field(None, description="An autoencoder beside a pixel prior, for mpgd_ae and mpgd_z: a "
+                                    "bundled name (digits16-ae) or a diffusers VQModel/AutoencoderKL folder.")
+    scaling_factor: float | None = Field(None, gt=0, description="Override the autoencoder's latent scaling factor.")
     solver: SolverConfig = Field(default_factory=DMPlug)
     operator: Spec
     noise: Spec = Spec(name="none")

@@ -18,7 +18,7 @@ from priorflow.solvers.stopping import STOP_REASONS
 from priorflow.storage.inputs import open_input
 from priorflow.storage.layout import SampleLayout, Shard
 from priorflow.storage.outputs import PER_SAMPLE_METRICS, ArraySpec, OutputGroup
-from priorflow.tasks.prior_cache import cached_prior
+from priorflow.tasks.prior_cache import run_prior
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,11 @@ def pipeline_solver(config: RunConfig) -> Solver:
 
 
 def output_arrays(
-    config: RunConfig, layout: SampleLayout, prior_shape: tuple[int, int, int], measurement_shape: tuple[int, ...]
+    config: RunConfig, layout: SampleLayout, prior: DiffusionPrior, measurement_shape: tuple[int, ...]
 ) -> dict[str, ArraySpec]:
-    restored = layout.with_sample_shape(prior_shape)
+    """The output arrays: `latents` and `trace` hold points of the prior's own space (latents of a latent prior)."""
+    restored = layout.with_sample_shape(prior.image_shape)
+    prior_shape = prior.space_shape
     trailing, dims = restored.shape[len(layout.leading) :], layout.trailing_dims
     latent_dims = ("latent_channel", "latent_y", "latent_x")
     arrays = {"restored": ArraySpec(trailing, dims, "f4", 0.0), "latents": ArraySpec(prior_shape, latent_dims, "f4", 0.0)}
@@ -67,7 +69,8 @@ def run_record(config: RunConfig, layout: SampleLayout, prior_identity: dict[str
         "layout": layout.kind,
         "input_shape": list(layout.shape),
         "solver": solver.model_dump(mode="json") | {"trace_steps": solver.trace_steps()},
-        "prior": {k: prior_identity[k] for k in ("name", "path", "sha256")},
+        "prior": {k: prior_identity[k] for k in ("name", "path", "sha256", "kind")}
+        | ({"autoencoder": prior_identity["autoencoder"]} if "autoencoder" in prior_identity else {}),
         "stop_reasons": list(STOP_REASONS),
         "versions": {"priorflow": priorflow.__version__, "torch": torch.__version__, "zarr": zarr.__version__,
                      "diffusers": diffusers.__version__},
@@ -94,7 +97,8 @@ def check_run(config: RunConfig, overwrite: bool = False) -> Checked:
 
     resolve_device(config.device)
     check_cluster(config.cluster)
-    prior = cached_prior(config.prior, "cpu")
+    prior = run_prior(config, "cpu")
+    pipeline_solver(config).check_prior(prior)
     source = open_input(config.input, prior.channels, config.layout, measurements=config.mode == "measured")
     layout = source.layout
     operator = build_operator(config.operator.name, prior.image_shape, [0], **config.operator.params)
@@ -122,7 +126,7 @@ def plan_shards(config: RunConfig, overwrite: bool = False) -> RunPlan:
     """Check the run, create or reopen the output group (the caller holds its lease), list what is left to solve."""
     checked = check_run(config, overwrite)
     prior, layout = checked.prior, checked.layout
-    arrays = output_arrays(config, layout, prior.image_shape, checked.measurement_shape)
+    arrays = output_arrays(config, layout, prior, checked.measurement_shape)
     output = OutputGroup.prepare(
         config.output, layout.with_sample_shape(prior.image_shape), config.shard_size, arrays,
         run_record(config, layout, prior.identity, checked.fingerprint), input_url=config.input, overwrite=overwrite,

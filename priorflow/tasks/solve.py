@@ -20,7 +20,7 @@ from priorflow.storage.layout import Shard
 from priorflow.storage.outputs import OutputGroup, stop_reason_codes
 from priorflow.storage.urls import StorageError
 from priorflow.tasks.plan import pipeline_solver
-from priorflow.tasks.prior_cache import cached_prior
+from priorflow.tasks.prior_cache import run_prior
 
 
 def worker_name() -> str:
@@ -43,7 +43,7 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     start = time.perf_counter()
     if config.device == "cpu" or not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("PRIORFLOW_THREADS", "1")))
-    prior = cached_prior(config.prior, config.device)
+    prior = run_prior(config, config.device)
     source = open_input(config.input, prior.channels, config.layout, measurements=config.mode == "measured")
     layout = source.layout
     restored_layout = layout.with_sample_shape(prior.image_shape)
