@@ -26,6 +26,7 @@ test: $(STAMP) s3
 		$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	for task in sr_x4 inpaint_70 deblur_gauss; do OMP_NUM_THREADS=1 $(PY) benchmarks/solvers.py run --task $$task || exit 1; done
+	for task in sr_x4 inpaint_70 deblur_gauss; do for group in pixel latent; do \
+		OMP_NUM_THREADS=1 $(PY) benchmarks/solvers.py run --task $$task --group $$group || exit 1; done; done
 	$(PY) benchmarks/solvers.py load-time
 	$(PY) benchmarks/solvers.py report

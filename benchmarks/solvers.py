@@ -1,13 +1,16 @@
-"""Solver benchmark on the bundled digits prior's held-out images.
+"""Solver benchmark on the bundled digits priors' held-out images, plain and perturbed.
 
 Hyper-parameters are tuned on the validation split (never on the test split); the test split is then solved
-once with the chosen values. Reported per task: PSNR / SSIM (LPIPS where available) and seconds per image for
-the classical baseline, DDIM (prior only), DPS, MPGD, DMPlug with ES-WMV, and DMPlug's oracle best iterate
-(chosen with the ground truth, as the official DMPlug code reports: not deployable).
+once with the chosen values, as it is and moved slightly (`load_digits(..., perturbed=True)`: small shifts,
+rotations and scales, inside the priors' training augmentation). Two groups of rows per task:
+- pixel: the classical baseline, DDIM (prior only), DPS, MPGD, DMPlug with ES-WMV and DMPlug's oracle best iterate
+  (chosen with the ground truth, as the official DMPlug code reports: not deployable), on digits16;
+- latent: MPGD-AE and MPGD-Z (digits16 with the autoencoder digits16-ae), and on the latent prior digits16-latent
+  DDIM, MPGD-LDM, DPS and DMPlug (ES-WMV and its oracle).
 
-    python benchmarks/solvers.py run --task sr_x4       # one task -> benchmarks/out/<task>.json
-    python benchmarks/solvers.py report                 # all task JSONs -> benchmarks/RESULTS.md
-    python benchmarks/solvers.py defaults               # every solver with no options, every task -> RESULTS.md
+    python benchmarks/solvers.py run --task sr_x4 --group pixel   # -> benchmarks/out/<task>.<group>.json
+    python benchmarks/solvers.py report                          # all of them -> benchmarks/RESULTS.md
+    python benchmarks/solvers.py defaults                        # every solver with no options -> RESULTS.md
 """
 
 from __future__ import annotations
@@ -21,139 +24,129 @@ from pathlib import Path
 
 import torch
 import typer
+from common import OracleTracker, problem, replay_es, scores
 from results import write_section
 
-from priorflow.bundled import BUNDLED_PRIORS
+from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.presets import DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 PRIOR = BUNDLED_PRIORS["digits16"]
 
-SCALES = {"dps": [0.25, 0.5, 1.0], "mpgd": [1.0, 2.0, 4.0, 8.0, 16.0]}
+GROUPS = {  # row: (solver, prior)
+    "pixel": {"ddim": ("ddim", "pixel"), "dps": ("dps", "pixel"), "mpgd": ("mpgd", "pixel"), "dmplug": ("dmplug", "pixel")},
+    "latent": {"mpgd_ae": ("mpgd_ae", "projection"), "mpgd_z": ("mpgd_z", "projection"), "ddim_latent": ("ddim", "latent"),
+               "dps_latent": ("dps_latent", "latent"), "mpgd_ldm": ("mpgd_ldm", "latent"), "dmplug_latent": ("dmplug_latent", "latent")},
+}
+SCALES = {"dps": [0.25, 0.5, 1.0], "dps_latent": [0.25, 0.5, 1.0, 2.0], "mpgd": [1.0, 2.0, 4.0, 8.0, 16.0],
+          "mpgd_ae": [1.0, 2.0, 4.0, 8.0, 16.0], "mpgd_z": [1.0, 2.0, 4.0, 8.0, 16.0],
+          "mpgd_ldm": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]}
 DMPLUG_LRS = [1e-2, 3e-2]
 ES_GRID = [(w, p) for w in (10, 20, 50) for p in (25, 50, 100, 200)]
 CAPS = [150, 300, DMPLUG_CAP]  # the iteration cap is tuned too: where ES-WMV never fires, it is the stop
+VARIANTS = {"plain": False, "perturbed": True}
 
 app = typer.Typer(add_completion=False)
 
 
-def _problem(task: str, split: str, count: int):
-    from priorflow.datasets import load_digits
-    from priorflow.presets import simulate
+def _priors(group: str) -> dict:
+    from priorflow.solvers import load_prior
 
-    x, _ = load_digits(split, 16)
-    seeds = list(range(count))
-    return x[:count], simulate(task, x[:count], seeds), seeds
-
-
-def _scores(x: torch.Tensor, truth: torch.Tensor, seconds: float | torch.Tensor) -> dict:
-    from priorflow.solvers.metrics import image_metrics
-
-    m = image_metrics(x, truth)
-    secs = torch.as_tensor(seconds, dtype=torch.float64)
-    return {
-        "psnr": float(m["psnr"].mean()), "psnr_std": float(m["psnr"].std()), "ssim": float(m["ssim"].mean()),
-        "lpips": None if m["lpips"] is None else float(m["lpips"].mean()),
-        "sec_per_image": float(secs.mean()) if secs.ndim else float(secs),
-    }
+    if group == "pixel":
+        return {"pixel": load_prior(PRIOR)}
+    return {"projection": load_prior(PRIOR, autoencoder=BUNDLED_AUTOENCODERS["digits16-ae"]),
+            "latent": load_prior(BUNDLED_PRIORS["digits16-latent"])}
 
 
-class OracleTracker:
-    """Callback that keeps each sample's best PSNR over DMPlug's iterates, using the ground truth (oracle)."""
+def _prior_kind(name: str) -> str:
+    """Which of the bundled priors a solver takes: the latent one, digits16 with its autoencoder, or digits16."""
+    from priorflow.solvers import SOLVERS
 
-    def __init__(self, truth: torch.Tensor, keep_trajectory: bool = False) -> None:
-        self.truth = truth
-        self.best_psnr = torch.full((len(truth),), -1.0, dtype=torch.float64)
-        self.best_x = torch.zeros_like(truth)
-        self.trajectory: list[list[torch.Tensor]] = [[] for _ in range(len(truth))] if keep_trajectory else []
-
-    def __call__(self, step: int, x: torch.Tensor, index: torch.Tensor) -> None:
-        x = x.detach().cpu()
-        mse = (x - self.truth[index]).pow(2).flatten(1).mean(1).double()
-        p = 10 * torch.log10(1 / mse.clamp_min(1e-20))
-        better = p > self.best_psnr[index]
-        self.best_psnr[index[better]] = p[better]
-        self.best_x[index[better]] = x[better]
-        for row, i in enumerate(index.tolist()):
-            if self.trajectory:
-                self.trajectory[i].append(x[row].clone())
+    cls = SOLVERS[name]
+    return "latent" if cls.space == "latent" else "projection" if cls.needs_autoencoder else "pixel"
 
 
-def _replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, window: int, patience: int, cap: int) -> float:
-    """Mean PSNR of the iterates ES-WMV(window, patience) capped at `cap` would return on recorded trajectories."""
-    from priorflow.solvers.metrics import psnr
-    from priorflow.solvers.stopping import WindowedVarianceTracker
+def _tune_dmplug(name: str, prior, task: str, n_val: int, log) -> dict:
+    from priorflow.solvers import FixedIterations, build_solver
 
-    chosen = []
-    for traj in trajectories:
-        tracker = WindowedVarianceTracker(window, patience)
-        valid = torch.ones(1, dtype=torch.bool)
-        for it, x in enumerate(traj[:cap]):
-            if tracker.update(it, x[None], {}, torch.zeros(1), valid)[0]:
-                break
-        chosen.append(tracker.best_x[0])
-    return float(psnr(torch.stack(chosen), truth).mean())
-
-
-def _tune(task: str, n_val: int, log) -> dict:
-    from priorflow.solvers import FixedIterations, build_solver, load_prior
-
-    prior = load_prior(PRIOR)
-    truth, problem, seeds = _problem(task, "val", n_val)
-    tuned: dict = {}
-    for name in ("dps", "mpgd"):
-        scores = {}
-        for scale in SCALES[name]:
-            result = build_solver(name, **solver_options(name, {"scale": scale})).solve(prior, problem, seeds)
-            scores[scale] = _scores(result.x, truth, 0)["psnr"]
-            log(f"  val {task} {name} scale={scale}: {scores[scale]:.2f} dB")
-        tuned[name] = {"scale": max(scores, key=scores.get), "val_psnr": scores}
-    dmplug = {}
+    truth, val, seeds = problem(task, "val", n_val)
+    grid = {}
     for lr in DMPLUG_LRS:
         oracle = OracleTracker(truth, keep_trajectory=True)
-        build_solver("dmplug", lr=lr, max_iters=DMPLUG_CAP, stopping=FixedIterations()).solve(prior, problem, seeds, callback=oracle)
+        build_solver(name, lr=lr, max_iters=DMPLUG_CAP, stopping=FixedIterations()).solve(prior, val, seeds, callback=oracle)
         for (window, patience), cap in itertools.product(ES_GRID, CAPS):
-            dmplug[(lr, window, patience, cap)] = _replay_es(oracle.trajectory, truth, window, patience, cap)
-        log(f"  val {task} dmplug lr={lr}: oracle {float(oracle.best_psnr.mean()):.2f} dB, best ES "
-            f"{max(v for k, v in dmplug.items() if k[0] == lr):.2f} dB")
-    lr, window, patience, cap = max(dmplug, key=dmplug.get)
-    tuned["dmplug"] = {"lr": lr, "window": window, "patience": patience, "max_iters": cap,
-                       "val_psnr": {f"lr={k[0]} W={k[1]} P={k[2]} cap={k[3]}": v for k, v in dmplug.items()}}
+            grid[(lr, window, patience, cap)] = replay_es(oracle.trajectory, truth, window, patience, cap)
+        log(f"  val {task} {name} lr={lr}: oracle {float(oracle.best_psnr.mean()):.2f} dB, best ES "
+            f"{max(v for k, v in grid.items() if k[0] == lr):.2f} dB")
+    lr, window, patience, cap = max(grid, key=grid.get)
+    return {"lr": lr, "window": window, "patience": patience, "max_iters": cap,
+            "val_psnr": {f"lr={k[0]} W={k[1]} P={k[2]} cap={k[3]}": v for k, v in grid.items()}}
+
+
+def _tune(group: str, priors: dict, task: str, n_val: int, log) -> dict:
+    """Each tunable solver's options, chosen on the validation digits (plain) by PSNR."""
+    from priorflow.solvers import build_solver
+
+    truth, val, seeds = problem(task, "val", n_val)
+    tuned: dict = {}
+    for row, (name, prior_kind) in GROUPS[group].items():
+        if name in SCALES:
+            psnr = {}
+            for scale in SCALES[name]:
+                result = build_solver(name, **solver_options(name, {"scale": scale})).solve(priors[prior_kind], val, seeds)
+                psnr[scale] = scores(result.x, truth, 0)["psnr"]
+                log(f"  val {task} {name} scale={scale}: {psnr[scale]:.2f} dB")
+            tuned[row] = {"scale": max(psnr, key=psnr.get), "val_psnr": psnr}
+        elif name.startswith("dmplug"):
+            tuned[row] = _tune_dmplug(name, priors[prior_kind], task, n_val, log)
     return tuned
 
 
+def _test(group: str, priors: dict, tuned: dict, task: str, n_test: int, perturbed: bool, log) -> dict:
+    """Every row of the group on the test digits (plain or perturbed), DMPlug's oracle rows included."""
+    from priorflow.solvers import FixedIterations, build_solver
+
+    truth, test, seeds = problem(task, "test", n_test, perturbed)
+    rows = {"baseline": scores(classical_baseline(task, test.y), truth, 0.0)} if group == "pixel" else {}
+    for row, (name, prior_kind) in GROUPS[group].items():
+        solver = build_solver(name, **solver_options(name, tuned.get(row, {})))
+        result = solver.solve(priors[prior_kind], test, seeds)
+        rows[row] = scores(result.x, truth, result.seconds) | {"options": solver.model_dump(mode="json")}
+        log(f"test {task} {'perturbed' if perturbed else 'plain'} {row}: {rows[row]['psnr']:.2f} dB, "
+            f"{rows[row]['sec_per_image']:.2f} s/img")
+        if name.startswith("dmplug"):
+            rows[row]["iterations_mean"] = float(result.iterations.float().mean())
+            rows[row]["stop_reasons"] = {r: result.stop_reason.count(r) for r in sorted(set(result.stop_reason))}
+            oracle = OracleTracker(truth)
+            full = solver.model_copy(update={"stopping": FixedIterations()})
+            capped = full.solve(priors[prior_kind], test, seeds, callback=oracle)
+            rows[f"{row}_oracle"] = scores(oracle.best_x, truth, capped.seconds)
+            log(f"test {task} {row} oracle over {full.max_iters} iterations: {rows[f'{row}_oracle']['psnr']:.2f} dB")
+    return rows
+
+
 @app.command()
-def run(task: str = typer.Option(..., help=f"One of {', '.join(TASKS)}"), n_test: int = 50, n_val: int = 20,
-        threads: int = 1) -> None:
-    """Tune on the validation split, then solve the test split with every solver; write out/<task>.json."""
+def run(task: str = typer.Option(..., help=f"One of {', '.join(TASKS)}"), group: str = typer.Option("pixel", help="pixel or latent"),
+        n_test: int = 50, n_val: int = 20, threads: int = 1) -> None:
+    """Tune the group's solvers on the validation split, then solve the test split, plain and perturbed;
+    write out/<task>.<group>.json."""
     torch.set_num_threads(threads)
-    from priorflow.solvers import FixedIterations, build_solver, load_prior
+    if group not in GROUPS:
+        raise typer.BadParameter(f"group must be one of {', '.join(GROUPS)}")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    tuned = _tune(task, n_val, log)
-    prior = load_prior(PRIOR)
-    truth, problem, seeds = _problem(task, "test", n_test)
-    rows = {"baseline": _scores(classical_baseline(task, problem.y), truth, 0.0)}
-    solvers = {name: build_solver(name, **solver_options(name, tuned.get(name, {}))) for name in ("ddim", "dps", "mpgd", "dmplug")}
-    for name, solver in solvers.items():
-        result = solver.solve(prior, problem, seeds)
-        rows[name] = _scores(result.x, truth, result.seconds) | {"options": solver.model_dump(mode="json")}
-        log(f"test {task} {name}: {rows[name]['psnr']:.2f} dB, {rows[name]['sec_per_image']:.2f} s/img")
-    rows["dmplug"]["iterations_mean"] = float(result.iterations.float().mean())
-    rows["dmplug"]["stop_reasons"] = {r: result.stop_reason.count(r) for r in sorted(set(result.stop_reason))}
-    oracle = OracleTracker(truth)
-    full = solvers["dmplug"].model_copy(update={"stopping": FixedIterations()})
-    result = full.solve(prior, problem, seeds, callback=oracle)
-    rows["dmplug_oracle"] = _scores(oracle.best_x, truth, result.seconds)
-    log(f"test {task} dmplug oracle over {full.max_iters} iterations: {rows['dmplug_oracle']['psnr']:.2f} dB")
+    priors = _priors(group)
+    tuned = _tune(group, priors, task, n_val, log)
+    results = {variant: _test(group, priors, tuned, task, n_test, perturbed, log) for variant, perturbed in VARIANTS.items()}
     OUT.mkdir(parents=True, exist_ok=True)
-    record = {"task": task, "operator": TASKS[task]["operator"], "noise": NOISE, "baseline": TASKS[task]["baseline"],
-              "n_test": n_test, "n_val": n_val, "tuned": tuned, "results": rows, "threads": threads,
-              "torch": torch.__version__, "machine": platform.machine(), "cpus": torch.get_num_threads()}
-    (OUT / f"{task}.json").write_text(json.dumps(record, indent=1))
+    record = {"task": task, "group": group, "operator": TASKS[task]["operator"], "noise": NOISE, "baseline": TASKS[task]["baseline"],
+              "n_test": n_test, "n_val": n_val, "tuned": tuned, "results": results, "threads": threads,
+              "priors": {kind: p.identity["sha256"][:12] for kind, p in priors.items()},
+              "torch": torch.__version__, "machine": platform.machine()}
+    (OUT / f"{task}.{group}.json").write_text(json.dumps(record, indent=1))
 
 
 @app.command()
@@ -175,23 +168,23 @@ def defaults(n_test: int = 32, threads: int = 1,
     against the classical baseline, on the test digits; writes out/defaults.json and the defaults section."""
     torch.set_num_threads(threads)
     from priorflow.presets import BLIND, problem_for
-    from priorflow.solvers import SOLVERS, build_solver, format_value, load_prior, operator_name
+    from priorflow.solvers import SOLVERS, build_solver, format_value, operator_name
 
-    prior = load_prior(PRIOR)
+    priors = _priors("pixel") | _priors("latent")
     record: dict = {"n_test": n_test, "threads": threads, "torch": torch.__version__, "machine": platform.machine(),
                     "note": note, "tasks": {}}
     for task in TASKS:
-        truth, problem, seeds = _problem(task, "test", n_test)
-        rows = {"baseline": _scores(classical_baseline(task, problem.y), truth, 0.0)}
+        truth, measured, seeds = problem(task, "test", n_test)
+        rows = {"baseline": scores(classical_baseline(task, measured.y), truth, 0.0)}
         for name in SOLVERS:
             if name == "dmplug_blind" and task not in BLIND:
                 continue
-            given = problem_for(name, task, problem, seeds)
+            given = problem_for(name, task, measured, seeds)
             solver = build_solver(name)
-            result = solver.solve(prior, given, seeds)
+            result = solver.solve(priors[_prior_kind(name)], given, seeds)
             resolved = solver.resolved(operator_name(given))
             auto = {k: format_value(getattr(resolved, k)) for k in type(solver).auto_options}
-            rows[name] = _scores(result.x, truth, result.seconds) | {
+            rows[name] = scores(result.x, truth, result.seconds) | {
                 "auto": auto, "operator": operator_name(given), "iterations_mean": float(result.iterations.float().mean()),
                 "defaults": {k: "auto" if v is None and k in solver.auto_options else format_value(v)
                              for k, v in solver if k not in ("name", "trace_every")}}
@@ -264,47 +257,95 @@ def _defaults_section(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fmt(row: dict) -> str:
-    lp = "n/a" if row["lpips"] is None else f"{row['lpips']:.3f}"
-    return f"{row['psnr']:.2f} ± {row['psnr_std']:.2f} | {row['ssim']:.3f} | {lp} | {row['sec_per_image']:.2f}"
+LABELS = {
+    "baseline": "classical baseline",
+    "ddim": f"DDIM, {DDIM_STEPS} steps (prior only, ignores y)",
+    "dps": f"DPS, DDPM {DPS_STEPS} steps",
+    "mpgd": f"MPGD w/o projection, {MPGD_STEPS} DDIM steps, eta 0.5",
+    "mpgd_ae": "MPGD-AE (digits16 + digits16-ae), same steps",
+    "mpgd_z": "MPGD-Z (digits16 + digits16-ae), same steps",
+    "dmplug": "DMPlug + ES-WMV (deployable)",
+    "dmplug_oracle": "DMPlug best iterate of the same capped run (**oracle**: picked with the ground truth)",
+    "ddim_latent": f"latent DDIM, {DDIM_STEPS} steps (digits16-latent alone, ignores y)",
+    "dps_latent": f"DPS over digits16-latent (dps_latent), {DPS_STEPS} steps",
+    "mpgd_ldm": f"MPGD-LDM (mpgd_ldm), {MPGD_STEPS} latent DDIM steps, eta 0.5",
+    "dmplug_latent": "latent DMPlug (dmplug_latent) + ES-WMV (deployable)",
+    "dmplug_latent_oracle": "latent DMPlug best iterate (**oracle**: picked with the ground truth)",
+}
+
+
+def _cells(plain: dict, perturbed: dict | None) -> str:
+    if perturbed is None:
+        return f"{plain['psnr']:.2f} ± {plain['psnr_std']:.2f} | n/a | n/a | {plain['ssim']:.3f} | n/a | {plain['sec_per_image']:.2f}"
+    return (f"{plain['psnr']:.2f} ± {plain['psnr_std']:.2f} | {perturbed['psnr']:.2f} ± {perturbed['psnr_std']:.2f} | "
+            f"{perturbed['psnr'] - plain['psnr']:+.2f} | {plain['ssim']:.3f} | {perturbed['ssim']:.3f} | {plain['sec_per_image']:.2f}")
+
+
+def _tuned_text(tuned: dict) -> str:
+    parts = []
+    for row, t in tuned.items():
+        if "scale" in t:
+            parts.append(f"{row} scale {t['scale']}")
+        else:
+            parts.append(f"{row} lr {t['lr']}, ES-WMV W={t['window']} P={t['patience']}, cap {t['max_iters']}")
+    return "; ".join(parts)
+
+
+def _projection_verdict(results: dict) -> str:
+    """Whether MPGD's projections help on this task: each projected variant against MPGD w/o projection."""
+    plain = results["plain"]
+    if not {"mpgd", "mpgd_ae", "mpgd_z"} <= set(plain):
+        return ""
+    deltas = {n: plain[n]["psnr"] - plain["mpgd"]["psnr"] for n in ("mpgd_ae", "mpgd_z", "mpgd_ldm") if n in plain}
+    return "Against MPGD w/o projection (plain digits): " + ", ".join(f"{n} {d:+.2f} dB" for n, d in deltas.items()) + "."
 
 
 @app.command()
 def report() -> None:
-    """Assemble benchmarks/out/*.json into the solver section of benchmarks/RESULTS.md."""
-    labels = {"baseline": "classical baseline", "ddim": f"DDIM, {DDIM_STEPS} steps (prior only, ignores y)",
-              "dps": f"DPS, DDPM {DPS_STEPS} steps", "mpgd": f"MPGD w/o projection, {MPGD_STEPS} DDIM steps, eta 0.5",
-              "dmplug": "DMPlug + ES-WMV (deployable)", "dmplug_oracle": "DMPlug best iterate of the same capped run (**oracle**: picked with the ground truth)"}
+    """Assemble benchmarks/out/<task>.<group>.json into the solver section of benchmarks/RESULTS.md."""
     lines = [
-        "## Solvers on the bundled digits prior", "",
-        "Made by `make bench`, i.e. `python benchmarks/solvers.py run --task T` for T in sr_x4, inpaint_70, deblur_gauss,",
-        "then `python benchmarks/solvers.py load-time` and `python benchmarks/solvers.py report`. Images are 16x16",
-        "held-out digits the prior never saw; hyper-parameters were chosen on the validation split only. Mean ± std over",
-        "images. LPIPS is n/a: AlexNet LPIPS needs images of at least 32 px (and its ImageNet weights are not on this",
-        "machine). Seconds are wall time per image in a batch of all test images, one CPU thread.", "",
+        "## Solvers on the bundled digits priors", "",
+        "Made by `make bench`, i.e. `python benchmarks/solvers.py run --task T --group G` for T in sr_x4, inpaint_70,",
+        "deblur_gauss and G in pixel, latent, then `python benchmarks/solvers.py load-time` and `... report`. Images are",
+        "16x16 held-out digits the priors never saw, as they are (plain) and each moved by a fixed small shift, rotation",
+        "and scale (perturbed; `load_digits(split, perturbed=True)`: shift up to ±1.5 px, rotation up to ±12°, scale",
+        "0.9-1.1). Hyper-parameters were chosen on the plain validation split only. Mean ± std over images; Δ is",
+        "perturbed minus plain. LPIPS is not reported: AlexNet LPIPS needs images of at least 32 px. Seconds are wall",
+        "time per image (plain run) in a batch of all test images, one CPU thread.", "",
     ]
     load = OUT / "load_time.json"
     if load.exists():
         times = json.loads(load.read_text())
         lines += [f"Bundled prior load time (fresh process, 3 runs): `load_prior` {min(times['load_s']):.3f}-{max(times['load_s']):.3f} s "
                   f"after importing torch/diffusers, which itself took {min(times['import_s']):.1f}-{max(times['import_s']):.1f} s.", ""]
-    for path in sorted(OUT.glob("*.json")):
-        if path.stem not in TASKS:
+    for task in TASKS:
+        records = [json.loads((OUT / f"{task}.{g}.json").read_text()) for g in GROUPS if (OUT / f"{task}.{g}.json").exists()]
+        if not records:
             continue
-        rec = json.loads(path.read_text())
-        t = rec["tuned"]
-        lines += [f"Machine: {rec['machine']}, torch {rec['torch']}, {rec['threads']} thread(s).", "",
-                  f"### {rec['task']}: {rec['operator'][0]} {rec['operator'][1]}, noise {rec['noise'][0]} {rec['noise'][1]}", "",
-                  f"{rec['n_test']} test images (one seed each, seeds 0..{rec['n_test'] - 1}); tuned on {rec['n_val']} validation images: "
-                  f"DPS scale {t['dps']['scale']}, MPGD scale {t['mpgd']['scale']}, DMPlug lr {t['dmplug']['lr']}, "
-                  f"ES-WMV W={t['dmplug']['window']} P={t['dmplug']['patience']}, cap {t['dmplug']['max_iters']} iterations. "
-                  f"Baseline: {rec['baseline']}.", "",
-                  "| method | PSNR (dB) | SSIM | LPIPS | s / image |", "|---|---|---|---|---|"]
-        for key, label in labels.items():
-            lines.append(f"| {label} | {_fmt(rec['results'][key])} |")
-        d = rec["results"]["dmplug"]
-        lines += ["", f"DMPlug stops: {d['stop_reasons']}, mean {d['iterations_mean']:.0f} iterations. "
-                  f"ES-WMV vs oracle: {d['psnr'] - rec['results']['dmplug_oracle']['psnr']:+.2f} dB.", ""]
+        merged: dict = {"plain": {}, "perturbed": {}}
+        for rec in records:
+            for variant in merged:
+                merged[variant].update(rec["results"].get(variant, {}))
+        rec = records[0]
+        lines += [f"### {task}: {rec['operator'][0]} {rec['operator'][1]}, noise {rec['noise'][0]} {rec['noise'][1]}", "",
+                  f"{rec['n_test']} test images (one seed each, seeds 0..{rec['n_test'] - 1}); tuned on {rec['n_val']} validation "
+                  f"images: {'; '.join(_tuned_text(r['tuned']) for r in records)}. Baseline: {rec['baseline']}. Priors (sha256 "
+                  f"prefix): {', '.join(f'{k} {v}' for r in records for k, v in r.get('priors', {}).items())}. Machine: "
+                  f"{rec['machine']}, torch {rec['torch']}, {rec['threads']} thread(s).", "",
+                  "| method | PSNR plain | PSNR perturbed | Δ | SSIM plain | SSIM perturbed | s / image |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, label in LABELS.items():
+            if key in merged["plain"]:
+                lines.append(f"| {label} | {_cells(merged['plain'][key], merged['perturbed'].get(key))} |")
+        lines.append("")
+        for key in ("dmplug", "dmplug_latent"):
+            if key in merged["plain"]:
+                d = merged["plain"][key]
+                lines.append(f"- {key} (plain) stops: {d['stop_reasons']}, mean {d['iterations_mean']:.0f} iterations; ES-WMV vs "
+                             f"oracle {d['psnr'] - merged['plain'][key + '_oracle']['psnr']:+.2f} dB.")
+        verdict = _projection_verdict(merged)
+        lines += [f"- {verdict}"] if verdict else []
+        lines.append("")
     section = "\n".join(lines)
     write_section("solvers", section)
     print(section)

@@ -52,8 +52,13 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
 DPS_STEPS, MPGD_STEPS, DDIM_STEPS, DMPLUG_CAP = 1000, 50, 50, 600
 
 
+FAMILIES = {"dps_latent": "dps", "mpgd_ae": "mpgd", "mpgd_z": "mpgd", "mpgd_ldm": "mpgd", "dmplug_latent": "dmplug"}
+"""Solvers that take the benchmark options of another: the latent and projected variants of DPS, MPGD and DMPlug."""
+
+
 def solver_options(solver: str, tuned: dict[str, Any]) -> dict[str, Any]:
     """The benchmark's options for `solver` given its tuned values (e.g. TUNED[task][solver])."""
+    solver = FAMILIES.get(solver, solver)
     if solver == "ddim":
         return {"steps": DDIM_STEPS, "eta": 0.0}
     if solver == "dps":
