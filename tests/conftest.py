@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from priorflow.bundled import BUNDLED_PRIORS
+from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.solvers import DiffusionPrior, load_prior
 from priorflow.solvers.priors.prior import WEIGHTS_FILE
 
@@ -108,6 +108,17 @@ def tiny_prior(tiny_prior_path: Path) -> DiffusionPrior:
 @pytest.fixture(scope="session")
 def digits_prior() -> DiffusionPrior:
     return load_prior(BUNDLED_PRIOR)
+
+
+@pytest.fixture(scope="session")
+def digits_projection_prior() -> DiffusionPrior:
+    """digits16 with the bundled autoencoder beside it, for MPGD-AE and MPGD-Z."""
+    return load_prior(BUNDLED_PRIOR, autoencoder=BUNDLED_AUTOENCODERS["digits16-ae"])
+
+
+@pytest.fixture(scope="session")
+def digits_latent_prior() -> DiffusionPrior:
+    return load_prior(BUNDLED_PRIORS["digits16-latent"])
 
 
 def run_fields(input: str, output: str, **overrides) -> dict:

@@ -21,12 +21,15 @@ COUNT = 4  # held-out test digits per case: dmplug_blind, DMPlug and DPS's 1000 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("task", "solver"), CASES)
-def test_defaults_beat_the_classical_baseline(digits_prior, task, solver):
+def test_defaults_beat_the_classical_baseline(request, task, solver):
+    cls = SOLVERS[solver]  # each solver gets the bundled prior of its kind
+    prior = request.getfixturevalue("digits_latent_prior" if cls.space == "latent" else
+                                    "digits_projection_prior" if cls.needs_autoencoder else "digits_prior")
     x, _ = load_digits("test", 16)
     x, seeds = x[:COUNT], list(range(COUNT))
     problem = simulate(task, x, seeds)
     baseline = float(psnr(classical_baseline(task, problem.y), x).mean())
-    result = build_solver(solver).solve(digits_prior, problem_for(solver, task, problem, seeds), seeds)
+    result = build_solver(solver).solve(prior, problem_for(solver, task, problem, seeds), seeds)
     # measured on 32 test digits in benchmarks/RESULTS.md (defaults section); the smallest margin there is >= 1 dB
     assert float(psnr(result.x, x).mean()) > baseline + 0.5
 
