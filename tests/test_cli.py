@@ -172,7 +172,7 @@ def test_restore_with_latent_and_projected_solvers_from_the_command_line(tmp_pat
         group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")
         restored, latents = group["restored"][:], group["latents"][:]
         assert restored.shape == (6, 1, 16, 16) and np.isfinite(restored).all()
-        prior = group.attrs["run"]["prior"]
+        prior = group.attrs["priorflow_run"]["prior"]
         if name == "ldm":
             assert latents.shape[0] == 6 and latents.shape[2:] == (8, 8) and prior["kind"] == "latent"
         else:
