@@ -27,8 +27,8 @@ import typer
 from common import OracleTracker, problem, replay_es, scores
 from results import write_section
 
-from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
-from priorflow.presets import DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
+from priorflow.bundled import BUNDLED_PRIORS
+from priorflow.presets import bundled_prior, bundled_prior_kind, DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -51,20 +51,8 @@ app = typer.Typer(add_completion=False)
 
 
 def _priors(group: str) -> dict:
-    from priorflow.solvers import load_prior
-
-    if group == "pixel":
-        return {"pixel": load_prior(PRIOR)}
-    return {"projection": load_prior(PRIOR, autoencoder=BUNDLED_AUTOENCODERS["digits16-ae"]),
-            "latent": load_prior(BUNDLED_PRIORS["digits16-latent"])}
-
-
-def _prior_kind(name: str) -> str:
-    """Which of the bundled priors a solver takes: the latent one, digits16 with its autoencoder, or digits16."""
-    from priorflow.solvers import SOLVERS
-
-    cls = SOLVERS[name]
-    return "latent" if cls.space == "latent" else "projection" if cls.needs_autoencoder else "pixel"
+    """The bundled priors a group's rows take, by kind (presets.bundled_prior_kind)."""
+    return {kind: bundled_prior(kind) for _, kind in GROUPS[group].values()}
 
 
 def _tune_dmplug(name: str, prior, task: str, n_val: int, log) -> dict:
@@ -181,7 +169,7 @@ def defaults(n_test: int = 32, threads: int = 1,
                 continue
             given = problem_for(name, task, measured, seeds)
             solver = build_solver(name)
-            result = solver.solve(priors[_prior_kind(name)], given, seeds)
+            result = solver.solve(priors[bundled_prior_kind(name)], given, seeds)
             resolved = solver.resolved(operator_name(given))
             auto = {k: format_value(getattr(resolved, k)) for k in type(solver).auto_options}
             rows[name] = scores(result.x, truth, result.seconds) | {

@@ -1,15 +1,20 @@
-"""Degradation presets for the bundled 16x16 digits prior: the tasks of the benchmark, the demo and the tests."""
+"""Degradation presets for the bundled 16x16 digits priors: the tasks of the benchmark, the demo and the tests, and
+which bundled prior each solver takes."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.errors import PriorflowError, unknown_name
-from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, simulate_measurements
+from priorflow.solvers import (
+    DiffusionPrior, InverseProblem, build_noise, build_operator, build_solver, load_prior, simulate_measurements,
+)
 
 TASKS: dict[str, dict[str, Any]] = {
     "sr_x4": {"operator": ("super_resolution", {"factor": 4, "method": "bicubic"}), "baseline": "bicubic upsampling"},
@@ -18,6 +23,22 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 NOISE: tuple[str, dict[str, Any]] = ("gaussian", {"sigma": 0.05, "value_range": "0,1"})
 BENCHMARK_NOISE_SEED_OFFSET = 10_000  # the offset behind the recorded benchmark tables (at most 300 digits)
+
+
+def bundled_prior_kind(solver: str) -> str:
+    """Which bundled prior a solver takes: "latent" (digits16-latent), "projection" (digits16 with the autoencoder
+    digits16-ae beside it, for MPGD-AE/Z) or "pixel" (digits16)."""
+    cls = build_solver(solver).__class__
+    return "latent" if cls.space == "latent" else "projection" if cls.needs_autoencoder else "pixel"
+
+
+@functools.lru_cache(maxsize=3)
+def bundled_prior(kind: str, device: str = "auto") -> DiffusionPrior:
+    """The bundled prior of a kind (see bundled_prior_kind), loaded once per process."""
+    if kind == "latent":
+        return load_prior(BUNDLED_PRIORS["digits16-latent"], device)
+    autoencoder = BUNDLED_AUTOENCODERS["digits16-ae"] if kind == "projection" else None
+    return load_prior(BUNDLED_PRIORS["digits16"], device, autoencoder)
 
 
 def task(name: str) -> dict[str, Any]:
