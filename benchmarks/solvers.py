@@ -36,12 +36,18 @@ PRIOR = BUNDLED_PRIORS["digits16"]
 
 GROUPS = {  # row: (solver, prior)
     "pixel": {"ddim": ("ddim", "pixel"), "dps": ("dps", "pixel"), "mpgd": ("mpgd", "pixel"), "dmplug": ("dmplug", "pixel")},
-    "latent": {"mpgd_ae": ("mpgd_ae", "projection"), "mpgd_z": ("mpgd_z", "projection"), "ddim_latent": ("ddim", "latent"),
+    "latent": {"mpgd_ae": ("mpgd_ae", "projection"), "mpgd_ae_tuned": ("mpgd_ae", "projection"),
+               "mpgd_z": ("mpgd_z", "projection"), "mpgd_z_tuned": ("mpgd_z", "projection"), "ddim_latent": ("ddim", "latent"),
                "dps_latent": ("dps_latent", "latent"), "mpgd_ldm": ("mpgd_ldm", "latent"), "dmplug_latent": ("dmplug_latent", "latent")},
 }
-SCALES = {"dps": [0.25, 0.5, 1.0], "dps_latent": [0.25, 0.5, 1.0, 2.0], "mpgd": [1.0, 2.0, 4.0, 8.0, 16.0],
-          "mpgd_ae": [1.0, 2.0, 4.0, 8.0, 16.0], "mpgd_z": [1.0, 2.0, 4.0, 8.0, 16.0],
-          "mpgd_ldm": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]}
+SCALES = [1.0, 2.0, 4.0, 8.0, 16.0]
+TUNED_PROJECTION = {"scale": SCALES[:4], "multiplier": ["official", 0.1, 1.0, 3.0]}  # official: 0.0075 (AE), 0.01 (Z)
+GRIDS = {  # per row, the options tuned on validation, each over its values (every combination)
+    "dps": {"scale": [0.25, 0.5, 1.0]}, "dps_latent": {"scale": [0.25, 0.5, 1.0, 2.0]},
+    "mpgd": {"scale": SCALES}, "mpgd_ldm": {"scale": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]},
+    "mpgd_ae": {"scale": SCALES}, "mpgd_z": {"scale": SCALES},  # the official multipliers
+    "mpgd_ae_tuned": TUNED_PROJECTION, "mpgd_z_tuned": TUNED_PROJECTION,
+}
 DMPLUG_LRS = [1e-2, 3e-2]
 ES_GRID = [(w, p) for w in (10, 20, 50) for p in (25, 50, 100, 200)]
 CAPS = [150, 300, DMPLUG_CAP]  # the iteration cap is tuned too: where ES-WMV never fires, it is the stop
@@ -79,13 +85,15 @@ def _tune(group: str, priors: dict, task: str, n_val: int, log) -> dict:
     truth, val, seeds = problem(task, "val", n_val)
     tuned: dict = {}
     for row, (name, prior_kind) in GROUPS[group].items():
-        if name in SCALES:
+        if row in GRIDS:
             psnr = {}
-            for scale in SCALES[name]:
-                result = build_solver(name, **solver_options(name, {"scale": scale})).solve(priors[prior_kind], val, seeds)
-                psnr[scale] = scores(result.x, truth, 0)["psnr"]
-                log(f"  val {task} {name} scale={scale}: {psnr[scale]:.2f} dB")
-            tuned[row] = {"scale": max(psnr, key=psnr.get), "val_psnr": psnr}
+            for values in itertools.product(*GRIDS[row].values()):
+                options = {k: v for k, v in zip(GRIDS[row], values) if v != "official"}
+                result = build_solver(name, **solver_options(name, options)).solve(priors[prior_kind], val, seeds)
+                psnr[values] = scores(result.x, truth, 0)["psnr"]
+                log(f"  val {task} {name} {options}: {psnr[values]:.2f} dB")
+            best = max(psnr, key=psnr.get)
+            tuned[row] = dict(zip(GRIDS[row], best)) | {"val_psnr": {" ".join(map(str, k)): v for k, v in psnr.items()}}
         elif name.startswith("dmplug"):
             tuned[row] = _tune_dmplug(name, priors[prior_kind], task, n_val, log)
     return tuned
@@ -98,7 +106,8 @@ def _test(group: str, priors: dict, tuned: dict, task: str, n_test: int, perturb
     truth, test, seeds = problem(task, "test", n_test, perturbed)
     rows = {"baseline": scores(classical_baseline(task, test.y), truth, 0.0)} if group == "pixel" else {}
     for row, (name, prior_kind) in GROUPS[group].items():
-        solver = build_solver(name, **solver_options(name, tuned.get(row, {})))
+        chosen = {k: v for k, v in tuned.get(row, {}).items() if v != "official" and k != "val_psnr"}
+        solver = build_solver(name, **solver_options(name, chosen))
         result = solver.solve(priors[prior_kind], test, seeds)
         rows[row] = scores(result.x, truth, result.seconds) | {"options": solver.model_dump(mode="json")}
         log(f"test {task} {'perturbed' if perturbed else 'plain'} {row}: {rows[row]['psnr']:.2f} dB, "
@@ -250,8 +259,10 @@ LABELS = {
     "ddim": f"DDIM, {DDIM_STEPS} steps (prior only, ignores y)",
     "dps": f"DPS, DDPM {DPS_STEPS} steps",
     "mpgd": f"MPGD w/o projection, {MPGD_STEPS} DDIM steps, eta 0.5",
-    "mpgd_ae": "MPGD-AE (digits16 + digits16-ae), same steps",
-    "mpgd_z": "MPGD-Z (digits16 + digits16-ae), same steps",
+    "mpgd_ae": "MPGD-AE (digits16 + digits16-ae), official step multiplier 0.0075",
+    "mpgd_ae_tuned": "MPGD-AE, step multiplier tuned",
+    "mpgd_z": "MPGD-Z (digits16 + digits16-ae), official step multiplier 0.01",
+    "mpgd_z_tuned": "MPGD-Z, step multiplier tuned",
     "dmplug": "DMPlug + ES-WMV (deployable)",
     "dmplug_oracle": "DMPlug best iterate of the same capped run (**oracle**: picked with the ground truth)",
     "ddim_latent": f"latent DDIM, {DDIM_STEPS} steps (digits16-latent alone, ignores y)",
@@ -272,8 +283,8 @@ def _cells(plain: dict, perturbed: dict | None) -> str:
 def _tuned_text(tuned: dict) -> str:
     parts = []
     for row, t in tuned.items():
-        if "scale" in t:
-            parts.append(f"{row} scale {t['scale']}")
+        if "lr" not in t:
+            parts.append(f"{row} " + ", ".join(f"{k} {v}" for k, v in t.items() if k != "val_psnr"))
         else:
             parts.append(f"{row} lr {t['lr']}, ES-WMV W={t['window']} P={t['patience']}, cap {t['max_iters']}")
     return "; ".join(parts)
@@ -284,7 +295,7 @@ def _projection_verdict(results: dict) -> str:
     plain = results["plain"]
     if not {"mpgd", "mpgd_ae", "mpgd_z"} <= set(plain):
         return ""
-    deltas = {n: plain[n]["psnr"] - plain["mpgd"]["psnr"] for n in ("mpgd_ae", "mpgd_z", "mpgd_ldm") if n in plain}
+    deltas = {n: plain[n]["psnr"] - plain["mpgd"]["psnr"] for n in ("mpgd_ae", "mpgd_ae_tuned", "mpgd_z", "mpgd_z_tuned") if n in plain}
     return "Against MPGD w/o projection (plain digits): " + ", ".join(f"{n} {d:+.2f} dB" for n, d in deltas.items()) + "."
 
 

@@ -85,7 +85,7 @@ def solver_options(solver: str, tuned: dict[str, Any]) -> dict[str, Any]:
     if solver == "dps":
         return {"steps": DPS_STEPS, "eta": 1.0, "scale": tuned["scale"]}
     if solver == "mpgd":
-        return {"steps": MPGD_STEPS, "eta": 0.5, "scale": tuned["scale"]}
+        return {"steps": MPGD_STEPS, "eta": 0.5, **tuned}
     if solver == "dmplug":
         stopping = {"rule": "es_wmv", "window": tuned["window"], "patience": tuned["patience"]}
         return {"lr": tuned["lr"], "max_iters": tuned.get("max_iters", DMPLUG_CAP), "stopping": stopping}
