@@ -14,6 +14,10 @@ from priorflow.errors import PriorflowError
 DIGITS_SPLIT_SEED = 0
 DIGITS_SPLIT_SIZES = {"test": 200, "val": 100}  # the rest (1497 images) is "train"
 SPLITS = ("train", "val", "test")
+# The perturbed variant of a split: each image moved by one fixed seeded transform, inside the range of the bundled
+# priors' training augmentation (shift=1.5,rotate=12,scale=0.1), so it tests position invariance, not extrapolation.
+PERTURB_SEED = 1
+PERTURB_RANGE = {"shift": 1.5, "rotate": 12.0, "scale": 0.1}
 
 
 def digits_split_indices(seed: int = DIGITS_SPLIT_SEED) -> dict[str, list[int]]:
@@ -23,8 +27,13 @@ def digits_split_indices(seed: int = DIGITS_SPLIT_SEED) -> dict[str, list[int]]:
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]), "train": sorted(order[n_test + n_val :])}
 
 
-def load_digits(split: str, image_size: int = 16) -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8x8 digits of one split, bilinearly upsampled, as (N, 1, S, S) floats in [0, 1], with labels."""
+def load_digits(split: str, image_size: int = 16, perturbed: bool = False) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8x8 digits of one split, bilinearly upsampled, as (N, 1, S, S) floats in [0, 1], with labels.
+
+    perturbed: each image moved by its own fixed transform (seed PERTURB_SEED, drawn in split order): shift up to
+    ±1.5 pixels of the returned image on each axis, rotation up to ±12°, scale in [0.9, 1.1], bilinear with black
+    padding; the labels are unchanged. Held-out digits that sit slightly elsewhere than the training ones, to check
+    that a prior has not memorised where digits sit."""
     from sklearn.datasets import load_digits as sk_digits
 
     if split not in SPLITS:
@@ -34,7 +43,16 @@ def load_digits(split: str, image_size: int = 16) -> tuple[Tensor, Tensor]:
     images = torch.from_numpy(bunch.images[index]).float().div(16.0).unsqueeze(1)
     if image_size != 8:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return images.clamp(0.0, 1.0), torch.from_numpy(bunch.target[index])
+    images = images.clamp(0.0, 1.0)
+    if perturbed:
+        images = _perturb(images)
+    return images, torch.from_numpy(bunch.target[index])
+
+
+def _perturb(images: Tensor) -> Tensor:
+    from priorflow.training.augment import Augmentation
+
+    return Augmentation(**PERTURB_RANGE)(images, torch.Generator().manual_seed(PERTURB_SEED)).clamp(0.0, 1.0)
 
 
 def load_image_array(path: Path) -> Tensor:

@@ -1,14 +1,13 @@
 """Train a small epsilon-prediction DDPM (diffusers UNet2DModel) with EMA weights and resumable checkpoints.
 
 The result is a prior folder that `load_prior` reads: config.json, safetensors EMA weights, and priorflow.json
-metadata recording the data, its split and the command that reproduces it.
+metadata recording the data, its split and the command that reproduces it. With an autoencoder the DDPM models its
+scaled latents instead of pixels, and the export is a latent pipeline folder (see latent.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +15,28 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 import priorflow
-from priorflow.datasets import digits_split_indices, load_digits, load_image_array
-from priorflow.errors import PriorflowError
-from priorflow.solvers.diffusion import NoiseSchedule
-from priorflow.solvers.prior import METADATA_FILE, WEIGHTS_FILE
+from priorflow.solvers.priors.diffusion import NoiseSchedule
+from priorflow.training.augment import Augmentation
+from priorflow.training.common import (
+    CHECKPOINT_FILE,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    data_metadata,
+    ema_update,
+    file_sha256,
+    learning_rate,
+    load_checkpoint,
+    save_checkpoint,
+    training_images,
+)
+from priorflow.training.latent import SCHEDULE, encoder_for, export_latent_prior, load_frozen_autoencoder
 
-CHECKPOINT_FILE = "checkpoint.pt"
+__all__ = ["CHECKPOINT_FILE", "TrainConfig", "build_unet", "export_prior", "train_prior"]
+PIXEL_CHANNELS, LATENT_CHANNELS = (32, 64, 64), (32, 64)
 
 
 class TrainConfig(BaseModel):
@@ -40,17 +51,29 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(200, ge=0)
     ema_decay: float = Field(0.999, gt=0, lt=1)
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    block_out_channels: tuple[int, ...] = Field(
+        PIXEL_CHANNELS, description=f"default {PIXEL_CHANNELS} for pixels, {LATENT_CHANNELS} for latents (8x8 or so)"
+    )
     layers_per_block: int = Field(1, ge=1)
     seed: int = 0
+    augment: Augmentation = Field(Augmentation(), description="random affine transforms of each training batch")
+    autoencoder: str | None = Field(None, description="autoencoder folder: train on its scaled latents")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _latent_default_channels(cls, values: Any) -> Any:
+        """A latent prior's 8x8 inputs take fewer levels than 16x16 pixels: its own default width."""
+        if isinstance(values, dict) and values.get("autoencoder") and values.get("block_out_channels") is None:
+            return values | {"block_out_channels": LATENT_CHANNELS}
+        return values
 
 
-def build_unet(config: TrainConfig, channels: int) -> torch.nn.Module:
+def build_unet(config: TrainConfig, channels: int, size: int | None = None) -> torch.nn.Module:
     from diffusers.models.unets.unet_2d import UNet2DModel
 
     levels = len(config.block_out_channels)
     return UNet2DModel(
-        sample_size=config.image_size,
+        sample_size=size or config.image_size,
         in_channels=channels,
         out_channels=channels,
         block_out_channels=config.block_out_channels,
@@ -61,31 +84,27 @@ def build_unet(config: TrainConfig, channels: int) -> torch.nn.Module:
     )
 
 
-def _training_images(config: TrainConfig) -> Tensor:
-    if config.data == "digits":
-        images, _ = load_digits("train", config.image_size)
-        return images
-    path = Path(config.data)
-    if not path.is_file():
-        raise PriorflowError(f"training data {path} does not exist (use 'digits' or a .npy file)")
-    images = load_image_array(path)
-    if images.shape[-1] != config.image_size:
-        raise PriorflowError(f"{path}: images are {images.shape[-1]} px, but image_size is {config.image_size}")
-    return images
+def _batches(config: TrainConfig, images: Tensor) -> tuple[Callable[[torch.Generator], Tensor], str | None]:
+    """Draws a training batch in the model's space (pixels in [-1, 1], or scaled latents), and the autoencoder's
+    weights digest. Augmentation moves the images before they are encoded; unaugmented latents are encoded once."""
+    if config.autoencoder is None:
+        encode, digest = None, None
+    else:
+        folder = Path(config.autoencoder)
+        model, scaling_factor = load_frozen_autoencoder(folder)
+        encode, digest = encoder_for(model, scaling_factor), file_sha256(folder / WEIGHTS_FILE)
+    pool = images
+    if encode is not None and not config.augment.active:
+        pool = torch.cat([encode(b.mul(2.0).sub(1.0)) for b in images.split(256)])
 
+    def draw(generator: torch.Generator) -> Tensor:
+        batch = pool[torch.randint(0, pool.shape[0], (config.batch_size,), generator=generator)]
+        if pool is not images:
+            return batch
+        batch = config.augment(batch, generator).mul(2.0).sub(1.0)
+        return batch if encode is None else encode(batch)
 
-def _learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
-
-
-def _save_atomically(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    return draw, digest
 
 
 def train_prior(
@@ -97,23 +116,21 @@ def train_prior(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Train (resuming from out/checkpoint.pt when present) and export the EMA weights to out/prior."""
-    images = _training_images(config).mul(2.0).sub(1.0)
+    images = training_images(config.data, config.image_size)
+    draw, autoencoder_sha = _batches(config, images)
     out.mkdir(parents=True, exist_ok=True)
-    channels = images.shape[1]
     generator = torch.Generator().manual_seed(config.seed)
+    shape = draw(torch.Generator().manual_seed(0)).shape[1:]  # a separate generator: the seeded stream is untouched
     torch.manual_seed(config.seed)
-    model = build_unet(config, channels)
-    ema = build_unet(config, channels).requires_grad_(False)
+    model = build_unet(config, shape[0], shape[-1])
+    ema = build_unet(config, shape[0], shape[-1]).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     alphas_cumprod = torch.tensor(NoiseSchedule.linear().alphas_cumprod, dtype=torch.float32)
     step, loss_ema = 0, None
-
-    checkpoint_path = out / CHECKPOINT_FILE
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, weights_only=True)
-        if state["config"] != config.model_dump(mode="json"):
-            raise PriorflowError(f"{checkpoint_path} was made with another configuration; use a new --out folder")
+    identity = config.model_dump(mode="json") | ({"autoencoder_sha256": autoencoder_sha} if autoencoder_sha else {})
+    state = load_checkpoint(out, identity)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -123,8 +140,8 @@ def train_prior(
     model.train()
     while step < config.steps:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
-        batch = images[torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)]
+            group["lr"] = learning_rate(config.lr, config.warmup_steps, config.steps, step)
+        batch = draw(generator)
         t = torch.randint(0, alphas_cumprod.numel(), (config.batch_size,), generator=generator)
         noise = torch.randn(batch.shape, generator=generator)
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -134,58 +151,58 @@ def train_prior(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1.0 - decay)
+        ema_update(ema, model, config.ema_decay, step)
         step += 1
         loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
         if on_step is not None:
             on_step(step, loss_ema)
         if step % checkpoint_every == 0 or step == config.steps:
-            _save_atomically(
-                {
-                    "config": config.model_dump(mode="json"),
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "step": step,
-                    "loss_ema": loss_ema,
-                },
-                checkpoint_path,
-            )
+            save_checkpoint(out, {"config": identity, "model": model.state_dict(), "ema": ema.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                  "step": step, "loss_ema": loss_ema})
     return export_prior(ema, config, out / "prior", name=name, final_loss=loss_ema)
 
 
+def _reproduce(config: TrainConfig, name: str) -> str:
+    command = (
+        f"priorflow train --data {config.data} --image-size {config.image_size} --steps {config.steps} "
+        f"--batch-size {config.batch_size} --seed {config.seed} --name {name} --out OUT"
+    )
+    if config.block_out_channels != (LATENT_CHANNELS if config.autoencoder else PIXEL_CHANNELS):
+        command += f" --block-out-channels {','.join(map(str, config.block_out_channels))}"
+    if config.augment.active:
+        command += f" --augment {config.augment.spec()}"
+    return command + (" --autoencoder AE_FOLDER" if config.autoencoder else "")
+
+
 def export_prior(network: torch.nn.Module, config: TrainConfig, folder: Path, *, name: str, final_loss: float | None) -> Path:
-    """Write the prior folder: config.json, safetensors weights and priorflow.json metadata."""
+    """Write the prior folder: config.json, safetensors weights and priorflow.json metadata (for a latent prior,
+    the pipeline folder of latent.py)."""
     from safetensors.torch import save_file
 
+    metadata: dict[str, Any] = {
+        "name": name,
+        "format": "diffusers UNet2DModel, epsilon prediction, images scaled from [0, 1] to [-1, 1]",
+        "schedule": {"kind": "linear"} | SCHEDULE,
+        "training": config.model_dump(mode="json", exclude={"autoencoder"}) | {"final_loss_ema": final_loss},
+        "data": data_metadata(config.data),
+        "reproduce": _reproduce(config, name),
+        "versions": {"priorflow": priorflow.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    if config.autoencoder is not None:
+        autoencoder = Path(config.autoencoder)
+        ae_metadata_path = autoencoder / METADATA_FILE
+        ae_metadata = json.loads(ae_metadata_path.read_text()) if ae_metadata_path.is_file() else {}
+        metadata["format"] = ("latent diffusion: diffusers UNet2DModel over the autoencoder's latents times its "
+                              "scaling_factor, epsilon prediction; images scaled from [0, 1] to [-1, 1]")
+        metadata["autoencoder"] = {
+            "name": ae_metadata.get("name"),
+            "sha256": file_sha256(autoencoder / WEIGHTS_FILE),
+            "reproduce": ae_metadata.get("reproduce", f"(trained outside priorflow: {autoencoder})"),
+        }
+        return export_latent_prior(network, autoencoder, folder, metadata)
     folder.mkdir(parents=True, exist_ok=True)
     network.save_config(folder)
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, folder / WEIGHTS_FILE)
-    split = digits_split_indices() if config.data == "digits" else None
-    metadata = {
-        "name": name,
-        "format": "diffusers UNet2DModel, epsilon prediction, images scaled from [0, 1] to [-1, 1]",
-        "schedule": {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000},
-        "training": config.model_dump(mode="json") | {"final_loss_ema": final_loss},
-        "data": (
-            {
-                "source": "sklearn.datasets.load_digits (8x8, /16), bilinear upsampling",
-                "split_seed": 0,
-                "trained_on": "train",
-                "held_out": {"test": split["test"], "val": split["val"]},
-            }
-            if split
-            else {"source": config.data}
-        ),
-        "reproduce": (
-            f"priorflow train --data {config.data} --image-size {config.image_size} --steps {config.steps} "
-            f"--batch-size {config.batch_size} --seed {config.seed} --name {name} --out OUT"
-        ),
-        "versions": {"priorflow": priorflow.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n")
     return folder

@@ -1,0 +1,88 @@
+"""Pieces shared by the trainers: training images, the learning-rate schedule, EMA and resumable checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from priorflow.datasets import digits_split_indices, load_digits, load_image_array
+from priorflow.errors import PriorflowError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # diffusers' name for a model folder's safetensors weights
+METADATA_FILE = "priorflow.json"
+
+
+def training_images(data: str, image_size: int) -> Tensor:
+    """(N, C, S, S) images in [0, 1]: the train split of the digits, or a .npy array."""
+    if data == "digits":
+        images, _ = load_digits("train", image_size)
+        return images
+    path = Path(data)
+    if not path.is_file():
+        raise PriorflowError(f"training data {path} does not exist (use 'digits' or a .npy file)")
+    images = load_image_array(path)
+    if images.shape[-1] != image_size:
+        raise PriorflowError(f"{path}: images are {images.shape[-1]} px, but image_size is {image_size}")
+    return images
+
+
+def data_metadata(data: str) -> dict[str, Any]:
+    """What a trained model records about its data: for the digits, the held-out indices it never saw."""
+    if data != "digits":
+        return {"source": data}
+    split = digits_split_indices()
+    return {
+        "source": "sklearn.datasets.load_digits (8x8, /16), bilinear upsampling",
+        "split_seed": 0,
+        "trained_on": "train",
+        "held_out": {"test": split["test"], "val": split["val"]},
+    }
+
+
+def learning_rate(peak: float, warmup_steps: int, steps: int, step: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """Move the EMA weights towards the model's; the decay ramps up so early EMA weights are not the random init."""
+    decay = min(decay, (1 + step) / (10 + step))
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1.0 - decay)
+
+
+def load_checkpoint(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint in `folder`, or None; one made with another configuration is refused rather than mixed in."""
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=True)
+    if state["config"] != config:
+        changed = sorted(k for k in config.keys() | state["config"].keys() if config.get(k) != state["config"].get(k))
+        raise PriorflowError(
+            f"{path} was made with another configuration ({', '.join(changed)} differ); use a new --out folder"
+        )
+    return state
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """Written aside and renamed into place, so a run killed while saving keeps its previous checkpoint."""
+    path = folder / CHECKPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
