@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from priorflow.errors import PriorflowError
@@ -27,32 +26,34 @@ def digits_split_indices(seed: int = DIGITS_SPLIT_SEED) -> dict[str, list[int]]:
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test : n_test + n_val]), "train": sorted(order[n_test + n_val :])}
 
 
-def load_digits(split: str, image_size: int = 16, perturbed: bool = False) -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8x8 digits of one split, bilinearly upsampled, as (N, 1, S, S) floats in [0, 1], with labels.
-
-    perturbed: each image moved by its own fixed transform (seed PERTURB_SEED, drawn in split order): shift up to
-    ±1.5 pixels of the returned image on each axis, rotation up to ±12°, scale in [0.9, 1.1], bilinear with black
-    padding; the labels are unchanged. Held-out digits that sit slightly elsewhere than the training ones, to check
-    that a prior has not memorised where digits sit."""
+def digits_source(split: str) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8x8 digits of one split as (N, 1, 8, 8) floats in [0, 1], with labels: the source that
+    `load_digits` and the training augmentation draw images from."""
     from sklearn.datasets import load_digits as sk_digits
 
     if split not in SPLITS:
         raise PriorflowError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     bunch = sk_digits()
     index = digits_split_indices()[split]
-    images = torch.from_numpy(bunch.images[index]).float().div(16.0).unsqueeze(1)
-    if image_size != 8:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = images.clamp(0.0, 1.0)
+    return torch.from_numpy(bunch.images[index]).float().div(16.0).unsqueeze(1), torch.from_numpy(bunch.target[index])
+
+
+def load_digits(split: str, image_size: int = 16, perturbed: bool = False) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8x8 digits of one split, bilinearly upsampled, as (N, 1, S, S) floats in [0, 1], with labels.
+
+    perturbed: each digit moved by its own fixed transform (seed PERTURB_SEED, drawn in split order) before it is
+    drawn at S px: shift up to ±1.5 pixels of the returned image on each axis, rotation up to ±12°, scale in
+    [0.9, 1.1], black outside; as sharp as the plain images (`training.augment.affine`); the labels are unchanged.
+    Held-out digits that sit slightly elsewhere than the training ones, to check that a prior has not memorised
+    where digits sit."""
+    from priorflow.training.augment import Augmentation, upsample
+
+    source, labels = digits_source(split)
     if perturbed:
-        images = _perturb(images)
-    return images, torch.from_numpy(bunch.target[index])
-
-
-def _perturb(images: Tensor) -> Tensor:
-    from priorflow.training.augment import Augmentation
-
-    return Augmentation(**PERTURB_RANGE)(images, torch.Generator().manual_seed(PERTURB_SEED)).clamp(0.0, 1.0)
+        images = Augmentation(**PERTURB_RANGE)(source, torch.Generator().manual_seed(PERTURB_SEED), image_size)
+    else:
+        images = upsample(source, image_size) if image_size != 8 else source
+    return images.clamp(0.0, 1.0), labels
 
 
 def load_image_array(path: Path) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 import priorflow
 from priorflow.datasets import load_digits
-from priorflow.training.augment import Augmentation
+from priorflow.training.augment import Augmentation, upsample
 from priorflow.training.common import (
     METADATA_FILE,
     WEIGHTS_FILE,
@@ -125,7 +125,7 @@ def train_autoencoder(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config.lr, config.warmup_steps, config.steps, step)
         batch = images[torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)]
-        batch = config.augment(batch, generator).mul(2.0).sub(1.0)
+        batch = config.augment(batch, generator, config.image_size).mul(2.0).sub(1.0)
         losses = _losses(model, config, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -143,7 +143,8 @@ def train_autoencoder(
                                   "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                                   "generator": generator.get_state(), "step": step, "losses": averages})
     final = ema if config.ema_decay else model
-    return export_autoencoder(final.eval(), config, images, out / "autoencoder", name=name, final_losses=averages)
+    plain = upsample(images, config.image_size)
+    return export_autoencoder(final.eval(), config, plain, out / "autoencoder", name=name, final_losses=averages)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from priorflow.datasets import digits_split_indices, load_digits, load_image_array
+from priorflow.datasets import digits_split_indices, digits_source, load_image_array
 from priorflow.errors import PriorflowError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -20,10 +20,11 @@ METADATA_FILE = "priorflow.json"
 
 
 def training_images(data: str, image_size: int) -> Tensor:
-    """(N, C, S, S) images in [0, 1]: the train split of the digits, or a .npy array."""
+    """(N, C, s, s) source images in [0, 1], drawn at image_size by `Augmentation(...)(batch, generator, image_size)`:
+    the train split of the 8x8 digits (so that moved digits stay sharp, see `augment.affine`), or a .npy array of
+    images at image_size."""
     if data == "digits":
-        images, _ = load_digits("train", image_size)
-        return images
+        return digits_source("train")[0]
     path = Path(data)
     if not path.is_file():
         raise PriorflowError(f"training data {path} does not exist (use 'digits' or a .npy file)")
@@ -39,7 +40,7 @@ def data_metadata(data: str) -> dict[str, Any]:
         return {"source": data}
     split = digits_split_indices()
     return {
-        "source": "sklearn.datasets.load_digits (8x8, /16), bilinear upsampling",
+        "source": "sklearn.datasets.load_digits (8x8, /16), bilinear upsampling; augmented digits are moved before they are drawn",
         "split_seed": 0,
         "trained_on": "train",
         "held_out": {"test": split["test"], "val": split["val"]},

@@ -20,7 +20,7 @@ from torch import Tensor
 
 import priorflow
 from priorflow.solvers.priors.diffusion import NoiseSchedule
-from priorflow.training.augment import Augmentation
+from priorflow.training.augment import Augmentation, upsample
 from priorflow.training.common import (
     CHECKPOINT_FILE,
     METADATA_FILE,
@@ -95,13 +95,13 @@ def _batches(config: TrainConfig, images: Tensor) -> tuple[Callable[[torch.Gener
         encode, digest = encoder_for(model, scaling_factor), file_sha256(folder / WEIGHTS_FILE)
     pool = images
     if encode is not None and not config.augment.active:
-        pool = torch.cat([encode(b.mul(2.0).sub(1.0)) for b in images.split(256)])
+        pool = torch.cat([encode(upsample(b, config.image_size).mul(2.0).sub(1.0)) for b in images.split(256)])
 
     def draw(generator: torch.Generator) -> Tensor:
         batch = pool[torch.randint(0, pool.shape[0], (config.batch_size,), generator=generator)]
         if pool is not images:
             return batch
-        batch = config.augment(batch, generator).mul(2.0).sub(1.0)
+        batch = config.augment(batch, generator, config.image_size).mul(2.0).sub(1.0)
         return batch if encode is None else encode(batch)
 
     return draw, digest
