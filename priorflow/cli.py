@@ -44,6 +44,30 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _channels(spec: str) -> tuple[int, ...] | None:
+    """'32,64' -> (32, 64); '' -> None (the trainer's default)."""
+    try:
+        return tuple(int(c) for c in spec.split(",")) if spec.strip() else None
+    except ValueError:
+        raise PriorflowError(f"--block-out-channels {spec!r}: expected comma-separated integers such as 32,64") from None
+
+
+def _training_progress(run: Any, steps: int) -> Any:
+    """Run `run(on_step)` under a progress bar of `steps` steps showing the running loss."""
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("train", total=steps, loss="-")
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(task, completed=step, loss=f"{loss:.4f}")
+
+        return run(on_step)
+
+
+AUGMENT_HELP = ("Random affine transforms of each batch, e.g. 'shift=1.5,rotate=12,scale=0.1' (pixels, degrees, "
+                "relative scale; the digits are moved before they are drawn at --image-size, so they stay sharp).")
+
+
 @app.command()
 def train(
     out: Path = typer.Option(..., help="Folder for checkpoints; the prior is exported to OUT/prior."),
@@ -55,21 +79,81 @@ def train(
     seed: int = typer.Option(0),
     name: str = typer.Option("prior", help="Name recorded in the prior's metadata."),
     checkpoint_every: int = typer.Option(250, help="Steps between resumable checkpoints."),
+    augment: str = typer.Option("", help=AUGMENT_HELP),
+    autoencoder: Path | None = typer.Option(None, help="A train-autoencoder folder: train a latent prior on its "
+                                                       "scaled latents, exported as a latent pipeline folder."),
+    block_out_channels: str = typer.Option("", help="UNet widths per level, e.g. 32,64,64 (default: 32,64,64 for "
+                                                    "pixels, 32,64 for latents)."),
 ) -> None:
     """Train a small DDPM prior; rerunning with the same OUT resumes from its checkpoint."""
+    from priorflow.training.augment import Augmentation
     from priorflow.training.ddpm import TrainConfig, train_prior
 
     try:
-        config = TrainConfig(data=data, image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("train", total=config.steps, loss="-")
-
-            def on_step(step: int, loss: float) -> None:
-                progress.update(task, completed=step, loss=f"{loss:.4f}")
-
-            folder = train_prior(config, out, name=name, checkpoint_every=checkpoint_every, on_step=on_step)
+        widths = _channels(block_out_channels)
+        config = TrainConfig(data=data, image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                             augment=Augmentation.parse(augment), autoencoder=str(autoencoder) if autoencoder else None,
+                             **({"block_out_channels": widths} if widths else {}))
+        folder = _training_progress(
+            lambda on_step: train_prior(config, out, name=name, checkpoint_every=checkpoint_every, on_step=on_step),
+            config.steps,
+        )
     except (PriorflowError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"prior written to {folder}")
+
+
+@app.command("train-autoencoder")
+def train_autoencoder(
+    out: Path = typer.Option(..., help="Folder for checkpoints; the autoencoder is exported to OUT/autoencoder."),
+    kind: str = typer.Option("kl", help="kl (diffusers AutoencoderKL) or vq (VQModel)."),
+    data: str = typer.Option("digits", help="'digits' (scikit-learn's bundled digits, train split) or a .npy of images."),
+    image_size: int = typer.Option(16, help="Side of the square training images."),
+    latent_channels: int = typer.Option(2, help="Channels of the latent."),
+    block_out_channels: str = typer.Option("32,32", help="Widths per level; each level but the last halves the side."),
+    steps: int = typer.Option(3000, help="Optimiser steps."),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3, help="Peak AdamW learning rate (warm-up, then cosine decay)."),
+    loss: str = typer.Option("l1", help="Reconstruction loss: l1 or l2."),
+    kl_weight: float = typer.Option(1e-4, help="Weight of the per-element KL beside the per-pixel loss (kl only)."),
+    seed: int = typer.Option(0),
+    name: str = typer.Option("autoencoder", help="Name recorded in the autoencoder's metadata."),
+    checkpoint_every: int = typer.Option(250, help="Steps between resumable checkpoints."),
+    augment: str = typer.Option("", help=AUGMENT_HELP),
+) -> None:
+    """Train a small autoencoder for latent priors; rerunning with the same OUT resumes from its checkpoint."""
+    from priorflow.training.augment import Augmentation
+    from priorflow.training.autoencoder import AutoencoderConfig
+    from priorflow.training.autoencoder import train_autoencoder as run
+
+    try:
+        config = AutoencoderConfig(kind=kind, data=data, image_size=image_size, latent_channels=latent_channels,
+                                   block_out_channels=_channels(block_out_channels), steps=steps, batch_size=batch_size,
+                                   lr=lr, loss=loss, kl_weight=kl_weight, seed=seed, augment=Augmentation.parse(augment))
+        folder = _training_progress(
+            lambda on_step: run(config, out, name=name, checkpoint_every=checkpoint_every, on_step=on_step), config.steps
+        )
+    except (PriorflowError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"autoencoder written to {folder}")
+
+
+@app.command("convert-prior")
+def convert_prior(
+    checkpoint: Path = typer.Argument(..., help="A guided-diffusion (ADM) state dict, e.g. DPS's ffhq_10m.pt."),
+    config: Path = typer.Option(None, help="Its model_config.yaml (default: CHECKPOINT.yaml, model_config.yaml or "
+                                "CHECKPOINT.json beside it)."),
+    out: Path = typer.Option(..., help="New folder for the prior; it must not exist or be empty."),
+) -> None:
+    """Convert an ADM checkpoint (DPS, MPGD, DMPlug) into a diffusers prior folder that `--prior` loads.
+
+    Every key and shape is checked against the hyper-parameters first; nothing is written unless all of it succeeds.
+    """
+    from priorflow.solvers.priors.adm import convert_checkpoint
+
+    try:
+        folder = convert_checkpoint(checkpoint, out, config)
+    except PriorflowError as exc:
         _fail(exc)
     console.print(f"prior written to {folder}")
 
@@ -83,14 +167,14 @@ def compare(
     threads: int = typer.Option(1, help="CPU threads for torch."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
 ) -> None:
-    """Compare solvers on held-out digits with the bundled prior: PSNR/SSIM per solver and a PNG grid."""
+    """Compare solvers on held-out digits with the bundled priors (each solver takes the one of its kind: digits16,
+    with digits16-ae for mpgd_ae/mpgd_z, or digits16-latent): PSNR/SSIM per solver and a PNG grid."""
     from rich.table import Table
 
-    from priorflow.bundled import prior_path
     from priorflow.datasets import load_digits
-    from priorflow.presets import TUNED, classical_baseline, simulate, solver_options
+    from priorflow.presets import TUNED, bundled_prior, bundled_prior_kind, classical_baseline, simulate, solver_options
     from priorflow.presets import task as task_preset
-    from priorflow.solvers import build_solver, load_prior
+    from priorflow.solvers import build_solver
     from priorflow.solvers.device import set_cpu_threads
     from priorflow.solvers.metrics import image_metrics
     from priorflow.viz import save_grid
@@ -100,9 +184,9 @@ def compare(
         preset = task_preset(task)
         names = [n.strip() for n in solvers.split(",") if n.strip()]
         built = {n: build_solver(n, **solver_options(n, TUNED[task].get(n, {}))) for n in names}
-        prior = load_prior(prior_path("digits16"), device)
-        x, _ = load_digits("test", prior.image_size)
-        x, seeds = x[:count].to(prior.device), list(range(count))
+        priors = {n: bundled_prior(bundled_prior_kind(n), device) for n in names}
+        x, _ = load_digits("test", 16)
+        x, seeds = x[:count].to(priors[names[0]].device), list(range(count))
         problem = simulate(task, x, seeds)
     except (PriorflowError, ValueError) as exc:
         _fail(exc)
@@ -114,7 +198,7 @@ def compare(
     table.add_row(preset["baseline"], f"{m['psnr'].mean():.2f}", f"{m['ssim'].mean():.3f}", "-")
     for name, solver in built.items():
         with console.status(f"running {name}"):
-            result = solver.solve(prior, problem, seeds)
+            result = solver.solve(priors[name], problem, seeds)
         columns[name] = result.x
         m = image_metrics(result.x, x)
         table.add_row(name, f"{m['psnr'].mean():.2f}", f"{m['ssim'].mean():.3f}", f"{result.seconds.mean():.2f}")
@@ -193,15 +277,20 @@ def restore(
     input: str = typer.Argument(None, help="URL of the input Zarr array (path, file://, s3://, memory://)."),
     output: str = typer.Argument(None, help="URL of the output Zarr group."),
     config: Path = typer.Option(None, help="YAML or TOML run configuration; arguments and options override it."),
-    solver: str = typer.Option(None, help="dmplug (default), dmplug_blind, mpgd, dps or ddim; `priorflow solvers` "
-                               "lists each one's options (-s) and defaults."),
+    solver: str = typer.Option(None, help="`priorflow solvers` lists each one's options (-s) and defaults. dmplug "
+                               "(default), dmplug_blind, mpgd, mpgd_ae, mpgd_z, dps or ddim; with a latent prior "
+                               "mpgd_ldm, dmplug_latent or dps_latent."),
     solver_param: list[str] = typer.Option(None, "--solver-param", "-s", help="Solver option KEY=VALUE (repeatable)."),
     operator: str = typer.Option(None, help="Forward operator, e.g. super_resolution, inpainting, gaussian_blur."),
     operator_param: list[str] = typer.Option(None, "--operator-param", "-o", help="Operator parameter KEY=VALUE."),
     noise: str = typer.Option(None, help="Noise to simulate in benchmark mode: gaussian, poisson, impulse, speckle."),
     noise_param: list[str] = typer.Option(None, "--noise-param", "-n", help="Noise parameter KEY=VALUE."),
     mode: str = typer.Option(None, help="measured (input = measurements) or benchmark (input = clean images)."),
-    prior: str = typer.Option(None, help="Bundled prior name or prior folder (default digits16)."),
+    prior: str = typer.Option(None, help="Bundled prior name (digits16, digits16-latent), prior folder or ADM checkpoint "
+                              "(default digits16)."),
+    autoencoder: str = typer.Option(None, help="Autoencoder beside a pixel prior for mpgd_ae/mpgd_z: digits16-ae or a "
+                                    "VQModel/AutoencoderKL folder."),
+    scaling_factor: float = typer.Option(None, help="Override the autoencoder's latent scaling factor."),
     shard_size: int = typer.Option(None, help="Samples per shard (default 16)."),
     seed: int = typer.Option(None, help="Base seed (default 0)."),
     layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
@@ -224,6 +313,7 @@ def restore(
             solver_spec["name"] = "dmplug"
         fields = {
             "input": input, "output": output, "solver": solver_spec, "mode": mode, "prior": prior,
+            "autoencoder": autoencoder, "scaling_factor": scaling_factor,
             "shard_size": shard_size, "seed": seed, "layout": layout,
             "operator": {"name": operator, "params": _params(operator_param, "--operator-param")} if operator else None,
             "noise": {"name": noise, "params": _params(noise_param, "--noise-param")} if noise else None,
