@@ -28,6 +28,8 @@ from priorflow.training.common import (
     ema_update,
     learning_rate,
     load_checkpoint,
+    optimise,
+    restore_training,
     save_checkpoint,
     training_images,
 )
@@ -114,11 +116,7 @@ def train_autoencoder(
     step, averages = 0, {}
     state = load_checkpoint(out, config.model_dump(mode="json"))
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, averages = state["step"], state["losses"]
+        step, averages = restore_training(state, model, ema, optimizer, generator), state["losses"]
 
     model.train()
     while step < config.steps:
@@ -127,10 +125,7 @@ def train_autoencoder(
         batch = images[torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)]
         batch = config.augment(batch, generator, config.image_size).mul(2.0).sub(1.0)
         losses = _losses(model, config, batch, generator)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimise(model, optimizer, losses["loss"])
         if config.ema_decay:
             ema_update(ema, model, config.ema_decay, step)
         step += 1

@@ -77,6 +77,24 @@ def load_checkpoint(folder: Path, config: dict[str, Any]) -> dict[str, Any] | No
     return state
 
 
+def restore_training(state: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, generator: torch.Generator) -> int:
+    """Put a checkpoint's weights, optimiser and random stream back; returns its step."""
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return int(state["step"])
+
+
+def optimise(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One step on `loss`, gradients clipped to norm 1."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     """Written aside and renamed into place, so a run killed while saving keeps its previous checkpoint."""
     path = folder / CHECKPOINT_FILE

@@ -30,6 +30,8 @@ from priorflow.training.common import (
     file_sha256,
     learning_rate,
     load_checkpoint,
+    optimise,
+    restore_training,
     save_checkpoint,
     training_images,
 )
@@ -131,11 +133,7 @@ def train_prior(
     identity = config.model_dump(mode="json") | ({"autoencoder_sha256": autoencoder_sha} if autoencoder_sha else {})
     state = load_checkpoint(out, identity)
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        step, loss_ema = state["step"], state["loss_ema"]
+        step, loss_ema = restore_training(state, model, ema, optimizer, generator), state["loss_ema"]
 
     model.train()
     while step < config.steps:
@@ -147,10 +145,7 @@ def train_prior(
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = abar.sqrt() * batch + (1 - abar).sqrt() * noise
         loss = F.mse_loss(model(noisy, t).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimise(model, optimizer, loss)
         ema_update(ema, model, config.ema_decay, step)
         step += 1
         loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
