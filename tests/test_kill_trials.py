@@ -1,7 +1,7 @@
 """Kill trials: SIGKILL the main process, or one Dask worker, at a random moment of a run (seeded); the rerun, with
 no manual step, completes and its outputs are identical to an uninterrupted run's.
 
-PRIORFLOW_KILL_TRIALS sets the trials per kind: 2 in `make test`, to keep the suite short; benchmarks/kill_trials.py
+PRIORFLOW_KILL_TRIALS sets the trials per kind: 1 in `make test`, to keep the suite short; benchmarks/kill_trials.py
 runs 10 of each and records the figures (PRIORFLOW_KILL_REPORT, a JSON file) in RESULTS.md.
 """
 
@@ -26,7 +26,7 @@ from priorflow.storage.outputs import OutputGroup
 
 pytestmark = pytest.mark.pipeline
 
-TRIALS = int(os.environ.get("PRIORFLOW_KILL_TRIALS", "2"))
+TRIALS = int(os.environ.get("PRIORFLOW_KILL_TRIALS", "1"))
 COMPARED = ("restored", "latents", "measurement", "ground_truth", "metrics/psnr", "metrics/iterations",
             "metrics/stop_reason", "metrics/nfe")
 LEASE_TTL = "3"  # seconds: a killed main process's lease is stale this long after its last renewal
