@@ -121,6 +121,29 @@ def digits_latent_prior() -> DiffusionPrior:
     return load_prior(BUNDLED_PRIORS["digits16-latent"])
 
 
+def digit_classifier_scores(samples: torch.Tensor) -> dict[str, float]:
+    """Is a prior's sampling in distribution? A logistic-regression classifier fitted on the training digits (8x8
+    pooled pixels): its mean confidence (max probability) on the samples, on held-out digits plain and perturbed,
+    on noise and on smooth blobs (what an undertrained prior draws), and how many classes the samples cover. The
+    classifier is not shift-invariant: for priors trained with augmentation the perturbed digits, moved within the
+    same range, are the reference."""
+    import torch.nn.functional as F
+    from sklearn.linear_model import LogisticRegression
+
+    from priorflow.datasets import load_digits
+
+    def features(images: torch.Tensor):
+        return F.avg_pool2d(images, 2).flatten(1).numpy()
+
+    train, labels = load_digits("train", 16)
+    classifier = LogisticRegression(C=0.1, max_iter=3000).fit(features(train), labels.numpy())
+    noise = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    references = {"samples": samples, "plain": load_digits("test", 16)[0], "perturbed": load_digits("test", 16, perturbed=True)[0],
+                  "noise": noise, "blobs": F.avg_pool2d(noise, 5, 1, 2)}
+    scores = {k: float(classifier.predict_proba(features(v)).max(1).mean()) for k, v in references.items()}
+    return scores | {"classes": len(set(classifier.predict(features(samples)).tolist()))}
+
+
 def run_fields(input: str, output: str, **overrides) -> dict:
     """The fields of a small benchmark-mode run from `input` (clean digits) to `output`: SR x4 with noise, a fast
     MPGD, shards of 5 on two local workers; `overrides` replace fields."""
