@@ -2,12 +2,9 @@
 classical baseline with it on held-out images is tests/test_defaults.py's job."""
 
 import pytest
-import torch
-import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 
-from conftest import BUNDLED_PRIOR
-from priorflow.datasets import digits_split_indices, load_digits
+from conftest import BUNDLED_PRIOR, digit_classifier_scores
+from priorflow.datasets import digits_split_indices
 from priorflow.solvers import build_solver
 
 pytestmark = pytest.mark.slow
@@ -22,24 +19,11 @@ def test_bundled_prior_is_small_and_records_its_held_out_split(digits_prior):
     assert not set(split["train"]) & (set(split["test"]) | set(split["val"]))
 
 
-def _features(images: torch.Tensor) -> torch.Tensor:
-    return F.avg_pool2d(images, 2).flatten(1).numpy()
-
-
 def test_ddim_samples_are_in_distribution(digits_prior):
-    """A classifier fitted on the training digits is about as confident on samples as on real held-out digits."""
-    train, labels = load_digits("train", 16)
-    classifier = LogisticRegression(C=0.1, max_iter=3000).fit(_features(train), labels.numpy())
-    samples = build_solver("ddim", steps=50).solve(digits_prior, None, list(range(64))).x
-    test, _ = load_digits("test", 16)
-    noise = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    blobs = F.avg_pool2d(noise, 5, 1, 2)  # smooth non-digits, what an undertrained prior draws
-
-    def confidence(images: torch.Tensor) -> float:
-        return float(classifier.predict_proba(_features(images)).max(1).mean())
-
-    # measured: samples 0.68, real test digits 0.69, noise 0.24, blobs 0.30
-    assert confidence(noise) < 0.4 and confidence(blobs) < 0.4
-    assert confidence(samples) > 0.55
-    assert confidence(samples) > confidence(test) - 0.1
-    assert len(set(classifier.predict(_features(samples)).tolist())) >= 8  # not one mode
+    """The samples are recognised as digits about as confidently as real held-out digits (conftest's classifier;
+    digits16 was trained without augmentation, so the plain digits are its reference)."""
+    scores = digit_classifier_scores(build_solver("ddim", steps=50).solve(digits_prior, None, list(range(64))).x)
+    # measured: samples 0.68, plain test digits 0.69, perturbed 0.56, noise 0.24, blobs 0.30, 10 classes
+    assert scores["noise"] < 0.4 and scores["blobs"] < 0.4
+    assert scores["samples"] > 0.55 and scores["samples"] > scores["plain"] - 0.1
+    assert scores["classes"] >= 8  # not one mode
