@@ -29,4 +29,4 @@ bench: $(STAMP)
 	for task in sr_x4 inpaint_70 deblur_gauss; do for group in pixel latent; do \
 		OMP_NUM_THREADS=1 $(PY) benchmarks/solvers.py run --task $$task --group $$group || exit 1; done; done
 	$(PY) benchmarks/solvers.py load-time
-	$(PY) benchmarks/solvers.py report
+	$(PY) benchmarks/solvers.py report --group pixel && $(PY) benchmarks/solvers.py report --group latent

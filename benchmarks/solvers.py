@@ -36,7 +36,7 @@ PRIOR = BUNDLED_PRIORS["digits16"]
 
 GROUPS = {  # row: (solver, prior)
     "pixel": {"ddim": ("ddim", "pixel"), "dps": ("dps", "pixel"), "mpgd": ("mpgd", "pixel"), "dmplug": ("dmplug", "pixel")},
-    "latent": {"mpgd_ae": ("mpgd_ae", "projection"), "mpgd_ae_tuned": ("mpgd_ae", "projection"),
+    "latent": {"mpgd": ("mpgd", "pixel"), "mpgd_ae": ("mpgd_ae", "projection"), "mpgd_ae_tuned": ("mpgd_ae", "projection"),
                "mpgd_z": ("mpgd_z", "projection"), "mpgd_z_tuned": ("mpgd_z", "projection"), "ddim_latent": ("ddim", "latent"),
                "dps_latent": ("dps_latent", "latent"), "mpgd_ldm": ("mpgd_ldm", "latent"), "dmplug_latent": ("dmplug_latent", "latent")},
 }
@@ -59,7 +59,8 @@ app = typer.Typer(add_completion=False)
 
 
 def _priors(group: str) -> dict:
-    """The bundled priors a group's rows take, by kind (presets.bundled_prior_kind)."""
+    """The bundled priors a group's rows take, by kind (presets.bundled_prior_kind). The latent group repeats MPGD
+    w/o projection on digits16, the reference of MPGD-AE and MPGD-Z."""
     return {kind: bundled_prior(kind) for _, kind in GROUPS[group].values()}
 
 
@@ -106,7 +107,7 @@ def _test(group: str, priors: dict, tuned: dict, task: str, n_test: int, perturb
     from priorflow.solvers import FixedIterations, build_solver
 
     truth, test, seeds = problem(task, "test", n_test, perturbed)
-    rows = {"baseline": scores(classical_baseline(task, test.y), truth, 0.0)} if group == "pixel" else {}
+    rows = {"baseline": scores(classical_baseline(task, test.y), truth, 0.0)}
     for row, (name, prior_kind) in GROUPS[group].items():
         chosen = {k: v for k, v in tuned.get(row, {}).items() if v != "official" and k != "val_psnr"}
         solver = build_solver(name, **solver_options(name, chosen))
@@ -301,38 +302,40 @@ def _projection_verdict(results: dict) -> str:
     return "Against MPGD w/o projection (plain digits): " + ", ".join(f"{n} {d:+.2f} dB" for n, d in deltas.items()) + "."
 
 
+TITLES = {"pixel": "Solvers on the bundled digits prior", "latent": "Latent and projected solvers on the bundled digits priors"}
+SECTIONS = {"pixel": "solvers", "latent": "solvers_latent"}
+
+
 @app.command()
-def report() -> None:
-    """Assemble benchmarks/out/<task>.<group>.json into the solver section of benchmarks/RESULTS.md."""
+def report(group: str = typer.Option("pixel", help="pixel or latent: which group's section to write")) -> None:
+    """Assemble benchmarks/out/<task>.<group>.json into the group's section of benchmarks/RESULTS.md."""
     lines = [
-        "## Solvers on the bundled digits priors", "",
-        "Made by `make bench`, i.e. `python benchmarks/solvers.py run --task T --group G` for T in sr_x4, inpaint_70,",
-        "deblur_gauss and G in pixel, latent, then `python benchmarks/solvers.py load-time` and `... report`. Images are",
-        "16x16 held-out digits the priors never saw, as they are (plain) and each moved by a fixed small shift, rotation",
-        "and scale (perturbed; `load_digits(split, perturbed=True)`: shift up to ±1.5 px, rotation up to ±12°, scale",
-        "0.9-1.1). Hyper-parameters were chosen on the plain validation split only. Mean ± std over images; Δ is",
-        "perturbed minus plain. LPIPS is not reported: AlexNet LPIPS needs images of at least 32 px. Seconds are wall",
-        "time per image (plain run) in a batch of all test images, one CPU thread.", "",
+        f"## {TITLES[group]}", "",
+        f"Made by `python benchmarks/solvers.py run --task T --group {group} [--n-test N --n-val M]` for T in sr_x4,",
+        f"inpaint_70, deblur_gauss, then `python benchmarks/solvers.py report --group {group}` (`make bench` runs both",
+        "groups with the defaults, 50 test and 20 validation digits). Images are 16x16 held-out digits the priors never",
+        "saw, as they are (plain) and each moved by a fixed small shift, rotation and scale (perturbed;",
+        "`load_digits(split, perturbed=True)`: shift up to ±1.5 px, rotation up to ±12°, scale 0.9-1.1).",
+        "Hyper-parameters were chosen on the plain validation split only. Mean ± std over images; Δ is perturbed minus",
+        "plain. LPIPS is not reported: AlexNet LPIPS needs images of at least 32 px. Seconds are wall time per image",
+        "(plain run) in a batch of all test images, one CPU thread.", "",
     ]
     load = OUT / "load_time.json"
-    if load.exists():
+    if group == "pixel" and load.exists():
         times = json.loads(load.read_text())
         lines += [f"Bundled prior load time (fresh process, 3 runs): `load_prior` {min(times['load_s']):.3f}-{max(times['load_s']):.3f} s "
                   f"after importing torch/diffusers, which itself took {min(times['import_s']):.1f}-{max(times['import_s']):.1f} s.", ""]
     for task in TASKS:
-        records = [json.loads((OUT / f"{task}.{g}.json").read_text()) for g in GROUPS if (OUT / f"{task}.{g}.json").exists()]
-        if not records:
+        path = OUT / f"{task}.{group}.json"
+        if not path.exists():
             continue
-        merged: dict = {"plain": {}, "perturbed": {}}
-        for rec in records:
-            for variant in merged:
-                merged[variant].update(rec["results"].get(variant, {}))
-        rec = records[0]
+        rec = json.loads(path.read_text())
+        merged = rec["results"]
         lines += [f"### {task}: {rec['operator'][0]} {rec['operator'][1]}, noise {rec['noise'][0]} {rec['noise'][1]}", "",
                   f"{rec['n_test']} test images (one seed each, seeds 0..{rec['n_test'] - 1}); tuned on {rec['n_val']} validation "
-                  f"images: {'; '.join(_tuned_text(r['tuned']) for r in records)}. Baseline: {rec['baseline']}. Priors (sha256 "
-                  f"prefix): {', '.join(f'{k} {v}' for r in records for k, v in r.get('priors', {}).items())}. Machine: "
-                  f"{rec['machine']}, torch {rec['torch']}, {rec['threads']} thread(s).", "",
+                  f"images: {_tuned_text(rec['tuned'])}. Baseline: {rec['baseline']}. Priors (sha256 prefix): "
+                  f"{', '.join(f'{k} {v}' for k, v in rec.get('priors', {}).items())}. Machine: {rec['machine']}, "
+                  f"torch {rec['torch']}, {rec['threads']} thread(s).", "",
                   "| method | PSNR plain | PSNR perturbed | Δ | SSIM plain | SSIM perturbed | s / image |",
                   "|---|---|---|---|---|---|---|"]
         for key, label in LABELS.items():
@@ -348,7 +351,7 @@ def report() -> None:
         lines += [f"- {verdict}"] if verdict else []
         lines.append("")
     section = "\n".join(lines)
-    write_section("solvers", section)
+    write_section(SECTIONS[group], section)
     print(section)
 
 
