@@ -70,12 +70,13 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
         "takes images with 3 channel(s)": [str(tmp_path / "x.zarr"), out, *sr, "--solver", "mpgd_z",
                                            "--autoencoder", str(make_autoencoder_folder(tmp_path / "rgb_ae", channels=3))],
         "its hyper-parameters (guided-diffusion's model_config.yaml) are needed": [str(tmp_path / "x.zarr"), out, *sr,
-                                                                                  "--prior", str(tmp_path / "adm.pt")],
-        "adm.txt is not a state dict": [str(tmp_path / "x.zarr"), out, *sr, "--prior", str(tmp_path / "adm.txt")],
+                                                                                  "--prior", str(tmp_path / "bare.pt")],
+        "junk.pt is not a state dict": [str(tmp_path / "x.zarr"), out, *sr, "--prior", str(tmp_path / "junk.pt")],
     }
-    torch.save({"input_blocks.0.0.weight": torch.zeros(1)}, tmp_path / "adm.pt")
-    (tmp_path / "adm.txt").write_text("not a checkpoint")
-    (tmp_path / "adm.yaml").write_text("num_channels: 64\n")
+    torch.save({"input_blocks.0.0.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    (tmp_path / "junk.yaml").write_text("image_size: 16\nnum_channels: 32\nnum_res_blocks: 1\nchannel_mult: '1,2'\n"
+                                        "attention_resolutions: '8'\nnum_head_channels: 32\n")
     nan = np.zeros((4, 1, 4, 4), dtype="f4")
     nan[2, 0, 1, 1] = np.inf
     zarr.create_array(str(tmp_path / "nan.zarr"), data=nan)
