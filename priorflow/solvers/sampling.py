@@ -4,13 +4,13 @@ and its projections in mpgd.py. Over a latent prior the loop runs in latent spac
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
+from priorflow.solvers.base import OTHER_OPERATORS, Callback, Solver, SolverResult, randn, to_unit
 from priorflow.solvers.priors.diffusion import ddim_sigma, ddim_step
 from priorflow.solvers.noise import sample_generators
 from priorflow.solvers.priors.prior import DiffusionPrior
@@ -121,7 +121,14 @@ class DPS(ReverseSampler):
 
 class DPSLatent(DPS):
     """DPS over a latent prior: the gradient of ||y - A(D(z0(z_t)))|| goes through the UNet and the decoder, and the
-    step is taken on z_t. The baseline the latent MPGD and DMPlug are judged against."""
+    step is taken on z_t. The baseline the latent MPGD and DMPlug are judged against. The auto scale per operator is
+    the best of 0.5, 1, 2 on 10 validation digits with digits16-latent (benchmarks/RESULTS.md, latent section)."""
+
+    SCALES: ClassVar[dict[str, float]] = {"super_resolution": 0.5, "inpainting": 1.0, "gaussian_blur": 0.5, OTHER_OPERATORS: 0.5}
+    auto_options = {"scale": SCALES}
 
     name: Literal["dps_latent"] = "dps_latent"  # type: ignore[assignment]
     space = "latent"
+    scale: float | None = Field(  # type: ignore[assignment]
+        None, gt=0.0, description="Guidance step size on grad ||y - A(D(z0))|| (for data on [0, 1])."
+    )
