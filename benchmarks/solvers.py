@@ -28,7 +28,18 @@ from common import OracleTracker, problem, replay_es, scores
 from results import write_section
 
 from priorflow.bundled import BUNDLED_PRIORS
-from priorflow.presets import bundled_prior, bundled_prior_kind, DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, DDIM_STEPS, NOISE, TASKS, classical_baseline, solver_options
+from priorflow.presets import (
+    DDIM_STEPS,
+    DMPLUG_CAP,
+    DPS_STEPS,
+    MPGD_STEPS,
+    NOISE,
+    TASKS,
+    bundled_prior,
+    bundled_prior_kind,
+    classical_baseline,
+    solver_options,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"

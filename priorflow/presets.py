@@ -13,7 +13,13 @@ from torch import Tensor
 from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers import (
-    DiffusionPrior, InverseProblem, build_noise, build_operator, build_solver, load_prior, simulate_measurements,
+    DiffusionPrior,
+    InverseProblem,
+    build_noise,
+    build_operator,
+    build_solver,
+    load_prior,
+    simulate_measurements,
 )
 
 TASKS: dict[str, dict[str, Any]] = {

@@ -39,7 +39,6 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
     import numpy as np
     import torch
     import zarr
-
     from conftest import make_autoencoder_folder
 
     out = str(tmp_path / "out.zarr")

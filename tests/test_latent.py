@@ -4,11 +4,19 @@ import json
 
 import pytest
 import torch
+from conftest import make_autoencoder_folder, make_unet_folder
 
 from priorflow.errors import PriorflowError, PriorLoadError
-from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, load_autoencoder, load_prior, sample_generators
+from priorflow.solvers import (
+    InverseProblem,
+    build_noise,
+    build_operator,
+    build_solver,
+    load_autoencoder,
+    load_prior,
+    sample_generators,
+)
 from priorflow.solvers.mpgd import MPGDZ, ProjectedMPGD
-from conftest import make_autoencoder_folder, make_unet_folder
 
 SEEDS = [3, 5, 7]
 LATENT = {

@@ -5,8 +5,8 @@ prior's."""
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import digit_classifier_scores
+
 from priorflow.bundled import ASSETS, BUNDLED_AUTOENCODERS, BUNDLED_PRIORS, autoencoder_path
 from priorflow.datasets import digits_split_indices, load_digits
 from priorflow.solvers import build_solver, load_autoencoder, load_prior

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import make_unet_folder
+
 from priorflow.errors import PriorLoadError
 from priorflow.solvers import load_prior
 from priorflow.solvers.priors.prior import WEIGHTS_FILE

@@ -2,8 +2,8 @@
 classical baseline with it on held-out images is tests/test_defaults.py's job."""
 
 import pytest
-
 from conftest import BUNDLED_PRIOR, digit_classifier_scores
+
 from priorflow.datasets import digits_split_indices
 from priorflow.solvers import build_solver
 

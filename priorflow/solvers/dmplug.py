@@ -24,13 +24,12 @@ from torch.utils.checkpoint import checkpoint
 
 from priorflow.errors import PriorflowError
 from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
-from priorflow.solvers.priors.diffusion import ddim_step
 from priorflow.solvers.noise import sample_generators
 from priorflow.solvers.operators import BlindBlur
+from priorflow.solvers.priors.diffusion import ddim_step
 from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, MeasurementFit, Objective
 from priorflow.solvers.stopping import ESWMV, STOP_MAX_ITERS, STOP_NON_FINITE, StoppingRule
-
 
 STOPPING_DESCRIPTION = (
     "Which iterate to return and when to stop: es_wmv (window, patience; needs no ground truth nor noise level), "

@@ -11,8 +11,8 @@ from pydantic import Field
 from torch import Tensor
 
 from priorflow.solvers.base import OTHER_OPERATORS, Callback, Solver, SolverResult, randn, to_unit
-from priorflow.solvers.priors.diffusion import ddim_sigma, ddim_step
 from priorflow.solvers.noise import sample_generators
+from priorflow.solvers.priors.diffusion import ddim_sigma, ddim_step
 from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, Objective
 from priorflow.solvers.stopping import STOP_COMPLETED

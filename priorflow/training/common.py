@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from priorflow.datasets import digits_split_indices, digits_source, load_image_array
+from priorflow.datasets import digits_source, digits_split_indices, load_image_array
 from priorflow.errors import PriorflowError
 
 CHECKPOINT_FILE = "checkpoint.pt"
