@@ -8,7 +8,7 @@ from priorflow.cli import app
 from priorflow.config import validate_config
 from priorflow.datasets import load_digits
 from priorflow.errors import PriorflowError
-from priorflow.presets import BLIND, TASKS, classical_baseline, problem_for, simulate
+from priorflow.presets import BLIND, TASKS, bundled_prior_kind, classical_baseline, problem_for, simulate
 from priorflow.solvers import SOLVERS, build_solver, describe_options
 from priorflow.solvers.metrics import psnr
 
@@ -25,9 +25,8 @@ COUNT = 4  # held-out test digits per case: dmplug_blind, DMPlug and DPS's 1000 
 @pytest.mark.slow
 @pytest.mark.parametrize(("task", "solver"), CASES)
 def test_defaults_beat_the_classical_baseline(request, task, solver):
-    cls = SOLVERS[solver]  # each solver gets the bundled prior of its kind
-    prior = request.getfixturevalue("digits_latent_prior" if cls.space == "latent" else
-                                    "digits_projection_prior" if cls.needs_autoencoder else "digits_prior")
+    fixtures = {"latent": "digits_latent_prior", "projection": "digits_projection_prior", "pixel": "digits_prior"}
+    prior = request.getfixturevalue(fixtures[bundled_prior_kind(solver)])  # each solver gets the prior of its kind
     x, _ = load_digits("test", 16)
     x, seeds = x[:COUNT], list(range(COUNT))
     problem = simulate(task, x, seeds)

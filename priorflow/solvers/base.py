@@ -99,12 +99,12 @@ class Solver(BaseModel):
     data_fit: ClassVar[FitKind] = "norm"
     needs_problem: ClassVar[bool] = True
     auto_options: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Options whose default, None ("auto"), is resolved per operator when the solver runs:
+    {option: {operator name: value, "*": value for other operators and custom losses}}."""
     space: ClassVar[PriorSpace] = "pixel"
     """The prior this solver works with: "pixel", "latent" (over an autoencoder's latents) or "any"."""
     needs_autoencoder: ClassVar[bool] = False
     """Whether it projects through an autoencoder given beside a pixel prior (MPGD-AE, MPGD-Z)."""
-    """Options whose default, None ("auto"), is resolved per operator when the solver runs:
-    {option: {operator name: value, "*": value for other operators and custom losses}}."""
 
     trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
 
