@@ -64,8 +64,9 @@ def _training_progress(run: Any, steps: int) -> Any:
         return run(on_step)
 
 
-AUGMENT_HELP = ("Random affine transforms of each batch, e.g. 'shift=1.5,rotate=12,scale=0.1' (pixels, degrees, "
-                "relative scale; the digits are moved before they are drawn at --image-size, so they stay sharp).")
+AUGMENT_HELP = ("Random affine transforms of each batch, e.g. 'shift=1.5,rotate=12,scale=0.1,p=0.5' (pixels, "
+                "degrees, relative scale, probability that an image is moved; the digits are moved before they are "
+                "drawn at --image-size, so they stay sharp).")
 
 
 @app.command()

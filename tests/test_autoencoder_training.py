@@ -42,9 +42,23 @@ def test_augmentation_is_seeded_and_parsed_strictly():
     assert Augmentation()(images, torch.Generator()) is images  # inactive: no draw, no change
     assert Augmentation.parse("shift=1.5,rotate=12,scale=0.1") == AUG and Augmentation.parse("none") == Augmentation()
     assert Augmentation.parse(AUG.spec()) == AUG
-    for bad, message in [("shift=x", "not a number"), ("tilt=3", "one of shift"), ("scale=1.5", "less than 1")]:
+    for bad, message in [("shift=x", "not a number"), ("tilt=3", "one of shift"), ("scale=1.5", "less than 1"),
+                         ("shift=1,p=0", "greater than 0")]:
         with pytest.raises(PriorflowError, match=message):
             Augmentation.parse(bad)
+
+
+def test_augmentation_with_p_moves_only_some_images_and_p1_draws_as_before():
+    images, _ = load_digits("val", 16)
+    half = Augmentation(shift=1.5, rotate=12, scale=0.1, p=0.5)
+    assert Augmentation.parse(half.spec()) == half and half.spec().endswith(",p=0.5") and "p=" not in AUG.spec()
+    moved = half(images[:64], torch.Generator().manual_seed(3))
+    unchanged = (moved - images[:64]).abs().flatten(1).amax(1) < 1e-6  # identity transform = the plain image
+    assert 16 < unchanged.sum() < 48
+    every = AUG(images[:64], torch.Generator().manual_seed(3))
+    explicit = Augmentation(shift=1.5, rotate=12, scale=0.1, p=1.0)
+    assert torch.equal(every, explicit(images[:64], torch.Generator().manual_seed(3)))
+    assert unchanged.sum() > ((every - images[:64]).abs().flatten(1).amax(1) < 1e-6).sum()
 
 
 def test_perturbed_split_is_fixed_and_keeps_its_labels():
@@ -81,7 +95,7 @@ def test_augmented_training_resumes_exactly_and_refuses_another_augmentation(tmp
     with pytest.raises(PriorflowError, match="augment differ"):
         train_prior(TrainConfig(steps=3, augment=Augmentation(shift=1.0), **SMALL), tmp_path / "cut")
     metadata = json.loads((whole / "priorflow.json").read_text())
-    assert metadata["training"]["augment"] == {"shift": 1.5, "rotate": 12.0, "scale": 0.1}
+    assert metadata["training"]["augment"] == {"shift": 1.5, "rotate": 12.0, "scale": 0.1, "p": 1.0}
     assert metadata["reproduce"].endswith("--augment shift=1.5,rotate=12,scale=0.1")
 
 

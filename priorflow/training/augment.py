@@ -15,13 +15,16 @@ from priorflow.errors import PriorflowError
 
 class Augmentation(BaseModel):
     """Ranges of the per-image transforms: shift up to ±`shift` pixels on each axis, rotation up to ±`rotate`
-    degrees, scale in [1 - `scale`, 1 + `scale`]. All zero (the default) means no augmentation."""
+    degrees, scale in [1 - `scale`, 1 + `scale`], each image moved with probability `p` (else drawn plain: a prior
+    that sees only moved digits loses the plain ones' sharpness, see benchmarks/RESULTS.md). All ranges zero (the
+    default) means no augmentation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shift: float = Field(0.0, ge=0, description="pixels")
     rotate: float = Field(0.0, ge=0, le=180, description="degrees")
     scale: float = Field(0.0, ge=0, lt=1, description="relative")
+    p: float = Field(1.0, gt=0, le=1, description="probability that an image is moved")
 
     @property
     def active(self) -> bool:
@@ -38,7 +41,7 @@ class Augmentation(BaseModel):
             key = key.strip()
             if not sep or key not in cls.model_fields:
                 raise PriorflowError(
-                    f"augmentation {item.strip()!r}: expected KEY=VALUE with KEY one of shift, rotate, scale"
+                    f"augmentation {item.strip()!r}: expected KEY=VALUE with KEY one of shift, rotate, scale, p"
                 )
             try:
                 values[key] = float(value)
@@ -51,7 +54,8 @@ class Augmentation(BaseModel):
 
     def spec(self) -> str:
         """The CLI form, for reproduce commands."""
-        return f"shift={self.shift:g},rotate={self.rotate:g},scale={self.scale:g}"
+        ranges = f"shift={self.shift:g},rotate={self.rotate:g},scale={self.scale:g}"
+        return ranges + (f",p={self.p:g}" if self.p < 1 else "")
 
     def __call__(self, images: Tensor, generator: torch.Generator, size: int | None = None) -> Tensor:
         """A new random transform of each image of a (N, C, H, W) batch in [0, 1], drawn from `generator` (so a
@@ -59,6 +63,8 @@ class Augmentation(BaseModel):
         if not self.active:
             return images if size in (None, images.shape[-1]) else upsample(images, size)
         u = torch.rand(images.shape[0], 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
+        if self.p < 1:  # drawn only then, so that p=1 draws what it drew before p existed
+            u = u * (torch.rand(images.shape[0], 1, generator=generator) < self.p)
         shift, degrees, scale = u[:, :2] * self.shift, u[:, 2] * self.rotate, 1 + u[:, 3] * self.scale
         return affine(images, shift=shift, degrees=degrees, scale=scale, size=size)
 
