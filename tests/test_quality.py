@@ -21,9 +21,10 @@ def test_bundled_prior_is_small_and_records_its_held_out_split(digits_prior):
 
 def test_ddim_samples_are_in_distribution(digits_prior):
     """The samples are recognised as digits about as confidently as real held-out digits (conftest's classifier;
-    digits16 was trained without augmentation, so the plain digits are its reference)."""
+    digits16 was trained with augmentation, so the perturbed digits are its reference)."""
     scores = digit_classifier_scores(build_solver("ddim", steps=50).solve(digits_prior, None, list(range(64))).x)
-    # measured: samples 0.68, plain test digits 0.69, perturbed 0.56, noise 0.24, blobs 0.30, 10 classes
+    # measured: samples 0.54, perturbed test digits 0.56 (plain 0.69), noise 0.24, blobs 0.30, 10 classes; the prior
+    # trained without augmentation: samples 0.68
     assert scores["noise"] < 0.4 and scores["blobs"] < 0.4
-    assert scores["samples"] > 0.55 and scores["samples"] > scores["plain"] - 0.1
+    assert scores["samples"] > 0.45 and scores["samples"] > scores["perturbed"] - 0.1
     assert scores["classes"] >= 8  # not one mode

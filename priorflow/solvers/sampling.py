@@ -102,7 +102,7 @@ class DPS(ReverseSampler):
     steps need a larger scale. The norm is taken per sample, so batch-mates do not change each other's step.
     Scales are for measurements on [0, 1]: the official scale on [-1, 1] corresponds to twice it here.
     The default scale 0.5 was the best of {0.25, 0.5, 1} on the validation digits for SR x4, 70 % inpainting and
-    Gaussian deblurring alike (benchmarks/RESULTS.md).
+    Gaussian deblurring alike, with digits16 as first trained (without augmentation; benchmarks/RESULTS.md).
     """
 
     name: Literal["dps"] = "dps"
