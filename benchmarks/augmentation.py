@@ -118,9 +118,9 @@ def report() -> None:
         "digits lie in one 64-dimensional linear subspace of the 256 pixels, which a prior trained without "
         "augmentation learns and exploits; a moved digit (sub-pixel shift, rotation, scale) leaves that subspace. A "
         "prior that covers the moved digits spreads its mass beyond the subspace, and a measurement of a plain digit "
-        "is then also explained by moved ones (partial augmentation, p < 1, lands in between on both). The perturbed "
-        "digits gain little from augmentation because they have more degrees of freedom than the plain ones: "
-        "they are harder to restore from the same measurements, whatever the prior.",
+        "is then also explained by moved ones (partial augmentation, p < 1, lands in between on both). That the moved "
+        "digits gain so little is likely the same effect from the other side: a prior wide enough to hold them says "
+        "less about each of them.",
     ]
     section = "\n".join(lines) + "\n"
     write_section("augmentation", section)
