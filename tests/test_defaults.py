@@ -19,7 +19,14 @@ from priorflow.solvers.metrics import psnr
 ONE_TASK = {"dps": "sr_x4", "dps_latent": "sr_x4"}
 CASES = [(task, solver) for task in TASKS for solver in SOLVERS
          if solver != "ddim" and (solver != "dmplug_blind" or task in BLIND) and ONE_TASK.get(solver, task) == task]
-COUNT = 4  # held-out test digits per case: dmplug_blind, DMPlug and DPS's 1000 steps take most of the time
+CHEAP = {"mpgd", "mpgd_ae", "mpgd_z", "mpgd_ldm"}  # under 0.2 s an image
+
+
+def digits_for(task: str, solver: str) -> int:
+    """Held-out test digits per case: the cheap solvers take the benchmark's 32. DMPlug and DPS take 4, and 8 on
+    SR x4, the most ambiguous task, where 4 are too few to tell a solver from bicubic (on digit 2 MPGD and DMPlug
+    are 3 and 2 dB below it; on digits 0-3 MPGD leads by 0.3 dB, on 0-7 by 1.3 and on 0-31 by 2.1)."""
+    return 32 if solver in CHEAP else 8 if task == "sr_x4" else 4
 
 
 @pytest.mark.slow
@@ -28,11 +35,12 @@ def test_defaults_beat_the_classical_baseline(request, task, solver):
     fixtures = {"latent": "digits_latent_prior", "projection": "digits_projection_prior", "pixel": "digits_prior"}
     prior = request.getfixturevalue(fixtures[bundled_prior_kind(solver)])  # each solver gets the prior of its kind
     x, _ = load_digits("test", 16)
-    x, seeds = x[:COUNT], list(range(COUNT))
+    count = digits_for(task, solver)
+    x, seeds = x[:count], list(range(count))
     problem = simulate(task, x, seeds)
     baseline = float(psnr(classical_baseline(task, problem.y), x).mean())
     result = build_solver(solver).solve(prior, problem_for(solver, task, problem, seeds), seeds)
-    # measured on 32 test digits in benchmarks/RESULTS.md (defaults section); the smallest margin there is >= 1 dB
+    # measured on 32 test digits in benchmarks/RESULTS.md (defaults section): the smallest margin there is +1.8 dB
     assert float(psnr(result.x, x).mean()) > baseline + 0.5
 
 
