@@ -16,8 +16,8 @@ from priorflow.errors import PriorflowError
 class Augmentation(BaseModel):
     """Ranges of the per-image transforms: shift up to ±`shift` pixels on each axis, rotation up to ±`rotate`
     degrees, scale in [1 - `scale`, 1 + `scale`], each image moved with probability `p` (else drawn plain: a prior
-    that sees only moved digits loses the plain ones' sharpness, see benchmarks/RESULTS.md). All ranges zero (the
-    default) means no augmentation."""
+    that sees only moved digits restores plain ones worse, see benchmarks/RESULTS.md). All ranges zero (the default)
+    means no augmentation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
