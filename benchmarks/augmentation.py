@@ -21,13 +21,13 @@ import torch
 import typer
 from common import problem, scores
 from results import write_section
+from solvers import GRIDS, VARIANTS
 
 from priorflow.bundled import BUNDLED_PRIORS
 from priorflow.presets import MPGD_STEPS, TASKS
 
 OUT = Path(__file__).resolve().parent / "out"
-VARIANTS = ("plain", "perturbed")
-SCALES = [1.0, 2.0, 4.0, 8.0, 16.0]  # MPGD's grid in solvers.py
+SCALES = GRIDS["mpgd"]["scale"]  # the solver tables' grid
 app = typer.Typer(add_completion=False)
 
 
@@ -54,8 +54,8 @@ def run(prior: list[str] = typer.Option(..., help="LABEL=PATH, repeated; the fir
             psnr = {scale: scores(build_solver("mpgd", steps=MPGD_STEPS, scale=scale).solve(loaded, val, seeds).x,
                                   truth, 0.0)["psnr"] for scale in SCALES}
             tuned[f"{task}/{label}"] = max(psnr, key=psnr.get)
-        for variant in VARIANTS:
-            truth, test, seeds = problem(task, "test", n_test, perturbed=variant == "perturbed")
+        for variant, perturbed in VARIANTS.items():
+            truth, test, seeds = problem(task, "test", n_test, perturbed)
             for label, loaded in priors.items():
                 solver = build_solver("mpgd", steps=MPGD_STEPS, scale=tuned[f"{task}/{label}"])
                 result = solver.solve(loaded, test, seeds)
