@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 
-def problem(task: str, split: str, count: int, perturbed: bool = False):
+def problem(task: str, split: str, count: int, perturbed: bool = False, noise: tuple | None = None):
+    """The first `count` digits of a split, their measurements for `task` (with the benchmark's noise unless
+    `noise` = (name, params) is given) and their seeds."""
     from priorflow.datasets import load_digits
-    from priorflow.presets import simulate
+    from priorflow.presets import NOISE, simulate
 
     x, _ = load_digits(split, 16, perturbed=perturbed)
     seeds = list(range(count))
-    return x[:count], simulate(task, x[:count], seeds), seeds
+    return x[:count], simulate(task, x[:count], seeds, noise or NOISE), seeds
 
 
 def scores(x: torch.Tensor, truth: torch.Tensor, seconds: float | torch.Tensor) -> dict:

@@ -82,7 +82,8 @@ def _tune_dmplug(name: str, prior, task: str, n_val: int, log) -> dict:
     grid = {}
     for lr in DMPLUG_LRS:
         oracle = OracleTracker(truth, keep_trajectory=True)
-        build_solver(name, lr=lr, max_iters=DMPLUG_CAP, stopping=FixedIterations()).solve(prior, val, seeds, callback=oracle)
+        build_solver(name, lr=lr, max_iters=DMPLUG_CAP, stopping=FixedIterations(), seed_on_sphere=False).solve(
+            prior, val, seeds, callback=oracle)
         for (window, patience), cap in itertools.product(ES_GRID, CAPS):
             grid[(lr, window, patience, cap)] = replay_es(oracle.trajectory, truth, window, patience, cap)
         log(f"  val {task} {name} lr={lr}: oracle {float(oracle.best_psnr.mean()):.2f} dB, best ES "

@@ -48,3 +48,26 @@ def test_bad_noise_input():
         build_noise("gaussian", value_range="0,255")
     with pytest.raises(PriorflowError, match="2 generators for a batch of 1"):
         build_noise("gaussian")(Y[:1], sample_generators([1, 2]))
+
+
+@pytest.mark.parametrize("level", ["low", "high"])
+def test_robustness_levels_have_their_mean_and_variance(level):
+    """The noise of the robustness benchmark (presets.ROBUSTNESS_NOISE) on large draws: each model's mean and
+    variance at its level, on a constant image where clipping barely acts (0.3: shot and speckle stay inside [0, 1])."""
+    from priorflow.presets import ROBUSTNESS_NOISE
+
+    y = torch.full((1, 1, 512, 512), 0.3)
+    expected = {  # name: (mean, variance) of the noisy values
+        "gaussian": lambda p: (0.3, p["sigma"] ** 2),
+        "poisson": lambda p: (0.3, 0.3 / p["rate"]),
+        "speckle": lambda p: (0.3, (0.3 * p["sigma"]) ** 2),
+        "impulse": lambda p: (p["amount"] / 2 + 0.3 * (1 - p["amount"]),  # half salt (1), half pepper (0)
+                              p["amount"] / 2 + 0.09 * (1 - p["amount"]) - (p["amount"] / 2 + 0.3 * (1 - p["amount"])) ** 2),
+    }
+    for cell, (name, params) in ROBUSTNESS_NOISE.items():
+        if not cell.endswith(level):
+            continue
+        noisy = build_noise(name, **params)(y, sample_generators([7]))
+        mean, var = expected[name](params)
+        assert abs(float(noisy.mean()) - mean) < 0.004, cell
+        assert abs(float(noisy.var()) / var - 1) < 0.03, cell

@@ -81,6 +81,19 @@ def test_dmplug_stops_samples_independently_and_caps(tiny_prior):
     assert fixed.extras["selected_iteration"].tolist() == [3, 3, 3]
 
 
+@pytest.mark.parametrize("on_sphere", [True, False])
+def test_dmplug_seed_on_sphere_keeps_each_seeds_norm(tiny_prior, on_sphere):
+    """The returned seed of every sample has its starting norm (the projection runs per sample), and stays free
+    (grows) without it."""
+    from priorflow.solvers.base import randn
+
+    _, problem = problem_for(tiny_prior, SEEDS)
+    start = randn(sample_generators(SEEDS), tiny_prior.space_shape, tiny_prior.device).flatten(1).norm(dim=1)
+    solver = build_solver("dmplug", max_iters=15, lr=0.1, seed_on_sphere=on_sphere, stopping=FixedIterations())
+    norms = solver.solve(tiny_prior, problem, SEEDS).latent.flatten(1).norm(dim=1)
+    assert torch.allclose(norms, start, rtol=1e-5) == on_sphere
+
+
 def test_dmplug_discrepancy_needs_measurements(tiny_prior):
     loss = PerSampleLoss(lambda x, t: (x - t).pow(2).flatten(1).mean(1), torch.zeros(2, *tiny_prior.image_shape))
     solver = build_solver("dmplug", max_iters=3, stopping=Discrepancy(sigma=0.05))
