@@ -110,9 +110,9 @@ def report() -> None:
         "`python benchmarks/stopping.py record --split test --n 20 --sphere` (DMPlug's trajectories with its defaults), "
         "then `python benchmarks/robustness.py run --task T` for each task and `report`. PSNR in dB, mean over the "
         f"first {records[0]['n_test']} test digits (seeds 0..{records[0]['n_test'] - 1}; noise seeds offset by 10 000). "
-        f"Every method tuned once on {records[0]['n_val']} validation digits with {TUNING_CELL.replace('_', ' ')} "
-        "Gaussian noise, then left alone. Noise on [0, 1]: " + ", ".join(
-            f"{cell.replace('_', ' ')} {name} {', '.join(f'{k} {v}' for k, v in params.items())}"
+        f"Every method tuned once on {records[0]['n_val']} validation digits with the low Gaussian noise, then left "
+        "alone. Noise on [0, 1] (`presets.ROBUSTNESS_NOISE`): " + "; ".join(
+            f"{cell.replace('_', ' ')}: {name} {', '.join(f'{k} {v}' for k, v in params.items())}"
             for cell, (name, params) in ROBUSTNESS_NOISE.items()) + ".",
         "",
     ]
