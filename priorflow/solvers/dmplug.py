@@ -6,17 +6,18 @@ fit of each sample. A stopping rule (ES-WMV by default) picks the iterate to ret
 leaves the batch, so it stops costing compute. The blind variant also learns each sample's blur kernel as a
 softmax over logits (non-negative, sums to 1), with its own learning rate.
 
-Defaults (benchmarks/RESULTS.md, "DMPlug's stopping rules"): lr 3e-2 (the official code's is 1e-2), the seed kept on
-the sphere of its starting norm, ES-WMV with W=20, P=10, cap 1000. Recorded trajectories show why the free seed
+Defaults (benchmarks/RESULTS.md, "DMPlug's stopping rules"): lr 3e-2 (the official code's is 1e-2), the seed kept
+on the sphere of its starting norm, ES-WMV with W=20, P=10, cap 1000. Recorded trajectories show why the free seed
 defeats early stopping: once R(z) fits the signal, Adam keeps fitting the noise by growing z out of the Gaussian's
-typical set (mean z^2 from 1 to 1.4-6.2 in 1000 iterations), PSNR falls 2.4-12.6 dB below its best, and the windowed
-variance keeps falling the whole time, so ES-WMV has no minimum to find. On the sphere the same runs reach a higher
-best iterate (+0.1 to +0.7 dB) and fall at most 3.9 dB below it (0.1 dB at best), so a short patience costs little. On 12 validation digits
-per cell this beat the former default (free seed, W=20, P=50) in every one of 19 cells (SR x4, inpainting and
-deblurring at sigma 0.05; SR x4 and deblurring under 8 noises of DMPlug's Table 5) by 0.2 to 3.7 dB and stopped
-every sample before the cap; on 20 test digits per cell it gains 0.04 to 2.8 dB in 16 cells and loses 0.03 to
-0.11 dB in 3 (deblurring and inpainting at sigma 0.05, deblurring with high shot noise). The blind and latent variants keep the free seed and their former rule: their
-defaults were tuned so and have not been re-derived.
+typical set (mean z^2 from 1 to 1.4-6.2 in 1000 iterations), PSNR falls 2.4-12.6 dB below its best, and the
+windowed variance keeps falling the whole time, so ES-WMV has no minimum to find. On the sphere the same runs reach
+a higher best iterate (+0.1 to +0.7 dB) and fall at most 3.9 dB below it (0.1 dB at best), so a short patience
+costs little. On 12 validation digits per cell this beat the former default (free seed, W=20, P=50) in every one of
+19 cells (SR x4, inpainting and deblurring at sigma 0.05; SR x4 and deblurring under 8 noises of DMPlug's Table 5)
+by 0.2 to 3.7 dB and stopped every sample before the cap; on 20 test digits per cell it gains 0.04 to 2.8 dB in 16
+cells and loses 0.03 to 0.11 dB in 3 (deblurring and inpainting at sigma 0.05, deblurring with high shot noise).
+The blind and latent variants keep the free seed and their former rule: their defaults were tuned so and have not
+been re-derived.
 """
 
 from __future__ import annotations
