@@ -6,9 +6,10 @@ the others in its batch nor on when a rule would have stopped it: replaying a st
 exactly the iterate it would return in a live run, for a fraction of the cost. Rules are tuned on the validation
 recordings and scored on the test recordings.
 
-    python benchmarks/stopping.py record --split val --n 20     # -> benchmarks/out/trajectories/<cell>.val.pt
-    python benchmarks/stopping.py record --split test --n 50
-    python benchmarks/stopping.py study                         # replay every rule -> benchmarks/RESULTS.md
+    python benchmarks/stopping.py record --split val --n 12 --sphere   # -> out/trajectories/lr0.03-sphere/<cell>.val.pt
+    python benchmarks/stopping.py record --split test --n 20 --sphere
+    python benchmarks/stopping.py study                                # replay every rule -> out/stopping.json
+    python benchmarks/stopping.py report                               # -> benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ CELLS = {f"{task}.sigma0.05": (task, NOISE) for task in ("sr_x4", "inpaint_70", 
     f"{task}.{noise}": (task, ROBUSTNESS_NOISE[noise]) for task in ("sr_x4", "deblur_gauss") for noise in ROBUSTNESS_NOISE
 }
 LR, CAP = 3e-2, 1000
+IMAGE_SHAPE = (1, 16, 16)  # digits16's images and seeds
+TASK_LABELS = {"sr_x4": "SR", "deblur_gauss": "deblur", "inpaint_70": "inpaint"}
+
 
 def run_name(lr: float, sphere: bool) -> str:
     """The folder of one DMPlug setting's recordings."""
@@ -54,7 +58,7 @@ def record_task(task: str, cells: list[str], split: str, n: int, lr: float, cap:
     problems = {cell: problem(task, split, n, noise=CELLS[cell][1]) for cell in cells}
     seeds = [s for _, _, cell_seeds in problems.values() for s in cell_seeds]
     name, params = TASKS[task]["operator"]
-    batch = InverseProblem(torch.cat([p.y for _, p, _ in problems.values()]), build_operator(name, (1, 16, 16), seeds, **params))
+    batch = InverseProblem(torch.cat([p.y for _, p, _ in problems.values()]), build_operator(name, IMAGE_SHAPE, seeds, **params))
     objective = batch.objective("mse")
     xs, fits = [], []
 
@@ -105,7 +109,7 @@ def load_run(run: str, split: str) -> dict[str, dict]:
         path = TRAJECTORIES / run / f"{cell}.{split}.pt"
         if path.exists():
             data = torch.load(path)
-            z0 = randn(sample_generators(data["seeds"]), (1, 16, 16), torch.device("cpu")).flatten(1)
+            z0 = randn(sample_generators(data["seeds"]), IMAGE_SHAPE, torch.device("cpu")).flatten(1)
             data["z"] = torch.cat([z0[:, None], data["z"]], 1)
             out[cell] = data
     return out
@@ -115,8 +119,6 @@ def replay(rule, data: dict) -> dict:
     """What a stopping rule returns on a cell's recording, per sample: the chosen iterate's PSNR, the iteration at
     which it stopped (the cap if it never did) and whether it stopped before the cap. The rule's tracker sees the
     whole batch, as in a live run; a sample's answer is frozen when it stops."""
-    from priorflow.solvers.metrics import psnr
-
     x, z, fit = data["x"], data["z"], data["fit"]
     n, steps = x.shape[:2]
     tracker = rule.tracker()
@@ -124,21 +126,25 @@ def replay(rule, data: dict) -> dict:
     chosen = torch.zeros(n, x.shape[2])
     stopped_at = torch.full((n,), -1)
     for t in range(steps):
-        stop = tracker.update(t, x[:, t].view(n, 1, 16, 16), {"z": z[:, t]}, fit[:, t], valid) & (stopped_at < 0)
+        stop = tracker.update(t, x[:, t].view(n, *IMAGE_SHAPE), {"z": z[:, t]}, fit[:, t], valid) & (stopped_at < 0)
         if stop.any():
             chosen[stop] = tracker.best_x[stop].flatten(1)
             stopped_at[stop] = t
     never = stopped_at < 0
     chosen[never] = tracker.best_x[never].flatten(1)
-    truth = data["truth"].view(n, 1, 16, 16)
-    return {"psnr": psnr(chosen.view(n, 1, 16, 16), truth), "stopped": ~never,
+    return {"psnr": flat_psnr(chosen, data["truth"]), "stopped": ~never,
             "iterations": torch.where(never, torch.full_like(stopped_at, steps), stopped_at + 1)}
+
+
+def flat_psnr(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """PSNR (data range 1) of flattened images x (..., P) against truth (P) or (..., P), over the last dimension."""
+    mse = (x - truth).pow(2).mean(-1).double()
+    return 10 * torch.log10(1 / mse.clamp_min(1e-20))
 
 
 def oracle(data: dict) -> torch.Tensor:
     """Each sample's best PSNR over the recorded iterates (chosen with the ground truth)."""
-    mse = (data["x"] - data["truth"][:, None]).pow(2).mean(2).double()
-    return (10 * torch.log10(1 / mse.clamp_min(1e-20))).max(1).values
+    return flat_psnr(data["x"], data["truth"][:, None]).max(1).values
 
 
 def windowed_variance(traj: torch.Tensor, window: int) -> torch.Tensor:
@@ -202,16 +208,16 @@ def seed_growth(data: dict, c: float):
     return first_true(zz - zz.cummin(1).values > c)
 
 
-FAMILIES = {  # label: (what it watches, parameter grid, pick function(data, *params) -> (picked iteration, stop iteration))
-    "ES-WMV on R(z) (published)": ("windowed variance of the images", {"window": [10, 20, 50], "patience": [10, 25, 50, 100, 200]},
+FAMILIES = {  # label: (parameter grid, pick function(data, *params) -> (picked iteration, stop iteration or -1))
+    "ES-WMV on R(z) (published)": ({"window": [10, 20, 50], "patience": [10, 25, 50, 100, 200]},
                                    lambda d, w, p: min_with_patience(windowed_variance(d["x"], w), p)),
-    "ES-WMV on z": ("windowed variance of the seed", {"window": [10, 20], "patience": [10, 25, 50, 100]},
+    "ES-WMV on z": ({"window": [10, 20], "patience": [10, 25, 50, 100]},
                     lambda d, w, p: min_with_patience(windowed_variance(d["z"], w), p)),
-    "ES-WMV, relative improvement": ("improvements below a fraction ignored", {"window": [10, 20], "patience": [10, 25, 50], "rel": [0.1, 0.3, 0.5]},
+    "ES-WMV, relative improvement": ({"window": [10, 20], "patience": [10, 25, 50], "rel": [0.1, 0.3, 0.5]},
                                      lambda d, w, p, r: min_with_patience(windowed_variance(d["x"], w), p, r)),
-    "data-fit plateau": ("relative fall of the data fit over a window", {"window": [10, 20, 50], "eps": [0.003, 0.01, 0.02, 0.05, 0.1]}, fit_plateau),
-    "variance plateau": ("relative fall of the windowed variance", {"window": [10, 20], "eps": [0.1, 0.5, 1.0]}, variance_plateau),
-    "seed growth": ("mean(z^2) rising above its minimum", {"c": [0.05, 0.1, 0.2, 0.3]}, seed_growth),
+    "data-fit plateau": ({"window": [10, 20, 50], "eps": [0.003, 0.01, 0.02, 0.05, 0.1]}, fit_plateau),
+    "variance plateau": ({"window": [10, 20], "eps": [0.1, 0.5, 1.0]}, variance_plateau),
+    "seed growth": ({"c": [0.05, 0.1, 0.2, 0.3]}, seed_growth),
 }
 SETTINGS = {  # DMPlug as it shipped before this study and as it ships now: (recordings, ES-WMV window and patience)
     "former default: free seed, ES-WMV W=20 P=50": ("lr0.03", (20, 50)),
@@ -222,14 +228,12 @@ TUNING_CELLS = [c for c in CELLS if c.split(".")[1] in ("sigma0.05", "gaussian_l
 
 def evaluate(family: str, params: tuple, recordings: dict[str, dict]) -> dict[str, dict]:
     """Per cell: mean PSNR gap to the oracle, fraction stopped before the cap, mean iterations run."""
-    pick_fn = FAMILIES[family][2]
+    pick_fn = FAMILIES[family][1]
     out = {}
     for cell, data in recordings.items():
         pick, stop = pick_fn(data, *params)
         n, steps = data["x"].shape[:2]
-        chosen = data["x"][torch.arange(n), pick]
-        mse = (chosen - data["truth"]).pow(2).mean(1).double()
-        psnr = 10 * torch.log10(1 / mse.clamp_min(1e-20))
+        psnr = flat_psnr(data["x"][torch.arange(n), pick], data["truth"])
         iterations = torch.where(stop >= 0, stop + 1, torch.full_like(stop, steps))
         out[cell] = {"gap": float((oracle(data) - psnr).mean()), "stopped": float((stop >= 0).float().mean()),
                      "iterations": float(iterations.float().mean()), "psnr": float(psnr.mean())}
@@ -239,7 +243,7 @@ def evaluate(family: str, params: tuple, recordings: dict[str, dict]) -> dict[st
 def tune(family: str, recordings: dict[str, dict]) -> tuple[tuple, dict]:
     """The family's parameters of smallest worst gap over the Gaussian validation cells, among those that stop at
     least 90 % of the samples in each (all of them if none does)."""
-    grid = FAMILIES[family][1]
+    grid = FAMILIES[family][0]
     tuning = {c: recordings[c] for c in TUNING_CELLS if c in recordings}
     scored = {}
     for values in itertools.product(*grid.values()):
@@ -272,7 +276,7 @@ def study(runs: list[str] = typer.Option(["lr0.03", "lr0.03-sphere"], help="Reco
 
 def _short(cell: str) -> str:
     task, noise = cell.split(".", 1)
-    return f"{ {'sr_x4': 'SR', 'deblur_gauss': 'deblur', 'inpaint_70': 'inpaint'}[task]} {noise.replace('_', ' ')}"
+    return f"{TASK_LABELS[task]} {noise.replace('_', ' ')}"
 
 
 @app.command()
