@@ -94,6 +94,16 @@ def test_dmplug_seed_on_sphere_keeps_each_seeds_norm(tiny_prior, on_sphere):
     assert torch.allclose(norms, start, rtol=1e-5) == on_sphere
 
 
+def test_dmplug_bf16_autocast_keeps_fp32_state_and_follows_fp32(tiny_prior):
+    """bf16 changes only the network's number format: the seed and output stay fp32, and R(z) of the starting seed
+    is the fp32 one to bf16's precision (about 3 significant digits)."""
+    _, problem = problem_for(tiny_prior, SEEDS)
+    runs = {p: build_solver("dmplug", max_iters=1, precision=p, stopping=FixedIterations()).solve(tiny_prior, problem, SEEDS)
+            for p in ("fp32", "bf16")}
+    assert runs["bf16"].x.dtype == runs["bf16"].latent.dtype == torch.float32
+    assert 0 < (runs["bf16"].x - runs["fp32"].x).abs().max() < 0.05
+
+
 def test_dmplug_discrepancy_needs_measurements(tiny_prior):
     loss = PerSampleLoss(lambda x, t: (x - t).pow(2).flatten(1).mean(1), torch.zeros(2, *tiny_prior.image_shape))
     solver = build_solver("dmplug", max_iters=3, stopping=Discrepancy(sigma=0.05))

@@ -39,6 +39,7 @@ from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem, MeasurementFit, Objective
 from priorflow.solvers.stopping import ESWMV, STOP_MAX_ITERS, STOP_NON_FINITE, StoppingRule
 
+AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STOPPING_DESCRIPTION = (
     "Which iterate to return and when to stop: es_wmv (window, patience; needs no ground truth nor noise level), "
     "discrepancy (sigma, tau: once the mean squared residual <= tau * sigma^2) or fixed (run to max_iters)."
@@ -88,6 +89,9 @@ class DMPlug(Solver):
     max_iters: int = Field(1000, ge=1, description="Iteration cap: a run stops here whatever its stopping rule.")
     stopping: StoppingRule = Field(ESWMV(window=20, patience=10), description=STOPPING_DESCRIPTION)
     checkpointing: bool = Field(False, description="Recompute R(z)'s activations in backward to save memory.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Number format of the network inside R(z) (autocast); the seed, Adam, the data fit and "
+        "the stopping rule stay fp32. bf16/fp16 pay off on CUDA (benchmarks/RESULTS.md, 'DMPlug on CUDA').")
     seed_on_sphere: bool = Field(True, description="Keep each seed z on the sphere of its starting norm (projected "
                                  "after every Adam step), so R(z) stays in the prior's typical set; false: z is free, "
                                  "as in the official code.")
@@ -101,12 +105,14 @@ class DMPlug(Solver):
         decoder for a latent prior)."""
         timesteps = prior.schedule.ddim_timesteps(self.steps)
         x = z
+        autocast = torch.autocast(z.device.type, dtype=AUTOCAST[self.precision], enabled=self.precision != "fp32")
         for i, t in enumerate(timesteps):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            if self.checkpointing and torch.is_grad_enabled():
-                x0, eps = checkpoint(prior.denoise, x, t, use_reentrant=False)
-            else:
-                x0, eps = prior.denoise(x, t)
+            with autocast:
+                if self.checkpointing and torch.is_grad_enabled():
+                    x0, eps = checkpoint(prior.denoise, x, t, use_reentrant=False)
+                else:
+                    x0, eps = prior.denoise(x, t)
             x = ddim_step(x0, eps, prior.schedule.alpha_bar(t_prev))
         return prior.decode(x).clamp(-1.0, 1.0)
 

@@ -79,7 +79,7 @@ class DiffusionPrior:
         timesteps = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
         out = self.network(x_t, timesteps)
         out = getattr(out, "sample", out)
-        return out[:, : self.space_shape[0]]
+        return out[:, : self.space_shape[0]].to(x_t.dtype)  # under autocast: the schedule arithmetic stays in x_t's format
 
     def denoise(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor]:
         """(x0, eps) at timestep t. In pixel space x0 is clamped to [-1, 1] and eps re-derived from it, as
