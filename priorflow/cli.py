@@ -279,7 +279,7 @@ def restore(
     output: str = typer.Argument(None, help="URL of the output Zarr group."),
     config: Path = typer.Option(None, help="YAML or TOML run configuration; arguments and options override it."),
     solver: str = typer.Option(None, help="`priorflow solvers` lists each one's options (-s) and defaults. dmplug "
-                               "(default), dmplug_blind, mpgd, mpgd_ae, mpgd_z, dps or ddim; with a latent prior "
+                               "(default), dmplug_blind, dmplug_warm, mpgd, mpgd_ae, mpgd_z, dps or ddim; with a latent prior "
                                "mpgd_ldm, dmplug_latent or dps_latent."),
     solver_param: list[str] = typer.Option(None, "--solver-param", "-s", help="Solver option KEY=VALUE (repeatable)."),
     operator: str = typer.Option(None, help="Forward operator, e.g. super_resolution, inpainting, gaussian_blur."),

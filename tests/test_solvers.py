@@ -22,6 +22,7 @@ SOLVERS = {
     "dps": {"steps": 5, "scale": 0.5},
     "mpgd": {"steps": 5, "scale": 0.5},
     "dmplug": {"max_iters": 12, "stopping": {"rule": "es_wmv", "window": 3, "patience": 2}},
+    "dmplug_warm": {"warm_steps": 4, "inversion_iterations": 2, "max_iters": 5},
 }
 
 
@@ -102,6 +103,14 @@ def test_dmplug_bf16_autocast_keeps_fp32_state_and_follows_fp32(tiny_prior):
             for p in ("fp32", "bf16")}
     assert runs["bf16"].x.dtype == runs["bf16"].latent.dtype == torch.float32
     assert 0 < (runs["bf16"].x - runs["fp32"].x).abs().max() < 0.05
+
+
+def test_dmplug_warm_counts_its_warm_start_and_refuses_latent_priors(tiny_prior, tiny_latent_prior):
+    _, problem = problem_for(tiny_prior, SEEDS)
+    result = build_solver("dmplug_warm", warm_steps=4, inversion_iterations=2, max_iters=5).solve(tiny_prior, problem, SEEDS)
+    assert result.nfe.tolist() == [4 + 2 * 2 + 3 * 5] * 3 and result.iterations.tolist() == [5] * 3
+    with pytest.raises(PriorflowError, match="works in pixel space"):
+        build_solver("dmplug_warm").solve(tiny_latent_prior, problem, SEEDS)
 
 
 def test_dmplug_discrepancy_needs_measurements(tiny_prior):

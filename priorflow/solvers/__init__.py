@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers.base import AUTO, OTHER_OPERATORS, Solver, SolverResult, operator_name
-from priorflow.solvers.dmplug import DMPlug, DMPlugBlind, DMPlugLatent
+from priorflow.solvers.dmplug import DMPlug, DMPlugBlind, DMPlugLatent, DMPlugWarm
 from priorflow.solvers.mpgd import MPGD, MPGDAE, MPGDZ, MPGDLatent
 from priorflow.solvers.noise import NOISE_MODELS, build_noise, sample_generators
 from priorflow.solvers.operators import OPERATORS, build_operator
@@ -26,13 +26,13 @@ from priorflow.solvers.problem import NOISE_SEED_OFFSET, InverseProblem, Objecti
 from priorflow.solvers.sampling import DDIM, DPS, DPSLatent
 from priorflow.solvers.stopping import ESWMV, Discrepancy, FixedIterations
 
-SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, DMPlugLatent, MPGD, MPGDAE, MPGDZ, MPGDLatent, DPS, DPSLatent, DDIM)}
+SOLVERS: dict[str, type[Solver]] = {cls.model_fields["name"].default: cls for cls in (DMPlug, DMPlugBlind, DMPlugLatent, DMPlugWarm, MPGD, MPGDAE, MPGDZ, MPGDLatent, DPS, DPSLatent, DDIM)}
 
 OPERATOR_NAMES = frozenset(OPERATORS)
 NOISE_MODELS_NAMES = frozenset(NOISE_MODELS)
 
 SolverConfig = Annotated[
-    DMPlug | DMPlugBlind | DMPlugLatent | MPGD | MPGDAE | MPGDZ | MPGDLatent | DPS | DPSLatent | DDIM, Field(discriminator="name")]
+    DMPlug | DMPlugBlind | DMPlugLatent | DMPlugWarm | MPGD | MPGDAE | MPGDZ | MPGDLatent | DPS | DPSLatent | DDIM, Field(discriminator="name")]
 
 
 def build_solver(name: str, **params: Any) -> Solver:
