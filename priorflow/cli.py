@@ -211,7 +211,7 @@ def compare(
 def demo(
     out: Path = typer.Option(Path("priorflow-demo"), help="Local folder for the input array, the output group and the grid."),
     task: str = typer.Option("sr_x4", help="Degradation preset: sr_x4, inpaint_70 or deblur_gauss."),
-    solver: str = typer.Option("dmplug", help="dmplug, mpgd, dps or ddim, with the benchmark's tuned options."),
+    solver: str = typer.Option("dmplug", help="dmplug (its defaults), mpgd, dps or ddim (the benchmark's tuned options)."),
     count: int = typer.Option(32, min=1, max=200, help="Held-out test digits to restore."),
     workers: int = typer.Option(2, min=1, help="Local Dask workers."),
 ) -> None:
@@ -231,7 +231,7 @@ def demo(
     quiet_console()
     try:
         operator, params = task_preset(task)["operator"]
-        options = solver_options(solver, TUNED[task].get(solver, {}))
+        options = {} if solver == "dmplug" else solver_options(solver, TUNED[task].get(solver, {}))
         out.mkdir(parents=True, exist_ok=True)
         config = _run_config(None, {
             "input": write_digits_array(str(out / "input.zarr"), "test", count), "output": str(out / f"{task}.zarr"),
