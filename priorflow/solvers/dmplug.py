@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from priorflow.errors import PriorflowError
 from priorflow.solvers.base import Callback, Solver, SolverResult, randn, to_unit
+from priorflow.solvers.mpgd import MPGD
 from priorflow.solvers.noise import sample_generators
 from priorflow.solvers.operators import BlindBlur
 from priorflow.solvers.priors.diffusion import ddim_step
@@ -259,11 +260,6 @@ class DMPlugBlind(DMPlug):
     stopping: StoppingRule = Field(ESWMV(window=20, patience=300), description=STOPPING_DESCRIPTION)
     seed_on_sphere: bool = Field(False, description="Keep each seed on the sphere of its starting norm (see dmplug).")
 
-    def _start(self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: list[int],
-               drawn: Tensor) -> tuple[Tensor, int]:
-        """The seed Adam starts from and the network evaluations spent finding it: DMPlug's is the Gaussian draw."""
-        return drawn, 0
-
     def _extra_parameters(self, problem: object, generators: list[torch.Generator], device: torch.device) -> dict[str, Tensor]:
         if not isinstance(problem, InverseProblem) or not isinstance(problem.operator, BlindBlur):
             raise PriorflowError("dmplug_blind needs measurements of a blind_blur operator")
@@ -314,9 +310,9 @@ class DMPlugWarm(DMPlug):
     warm_steps: int = Field(50, ge=1, le=1000, description="DDIM steps of the MPGD run that gives the warm start.")
     inversion_iterations: int = Field(5, ge=1, le=100, description="Fixed-point iterations per step of R's inversion.")
 
-    def _start(self, prior, problem, seeds, drawn):  # type: ignore[override]
-        from priorflow.solvers.mpgd import MPGD
-
+    def _start(self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: list[int],
+               drawn: Tensor) -> tuple[Tensor, int]:
+        """MPGD's estimate, inverted through R; the Gaussian draw is not used."""
         warm = MPGD(steps=self.warm_steps).solve(prior, problem, seeds)
         return self.invert(prior, warm.x.to(drawn.device) * 2 - 1), self.warm_steps + (self.steps - 1) * self.inversion_iterations
 
