@@ -23,6 +23,7 @@ from stopping import OUT, load_run, oracle, replay
 
 from priorflow.presets import bundled_prior
 from priorflow.solvers import build_solver
+from priorflow.solvers.base import to_unit
 from priorflow.solvers.metrics import psnr
 from priorflow.solvers.stopping import ESWMV
 
@@ -86,6 +87,23 @@ def tune(n: int = 12, threads: int = 1) -> None:
     print("best:", best)
 
 
+def inversion_scores(prior, x: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR of R(z) against the clean images x it was inverted from: plain DDIM inversion (eps taken at x_prev
+    and the lower timestep) and dmplug_warm's fixed point with 1 iteration and with its default."""
+    warm = build_solver("dmplug_warm")
+    schedule, timesteps = prior.schedule, prior.schedule.ddim_timesteps(warm.steps)
+    with torch.no_grad():
+        plain = x * 2 - 1
+        for j in range(len(timesteps) - 2, -1, -1):
+            x0, eps = prior.denoise(plain, timesteps[j + 1])
+            ab = schedule.alpha_bar(timesteps[j])
+            plain = ab**0.5 * x0 + (1 - ab) ** 0.5 * eps
+        seeds = {"plain DDIM inversion": plain,
+                 "fixed point, 1 iteration": warm.model_copy(update={"inversion_iterations": 1}).invert(prior, x * 2 - 1),
+                 f"fixed point, {warm.inversion_iterations} iterations (default)": warm.invert(prior, x * 2 - 1)}
+        return {k: float(psnr(to_unit(warm.reverse(prior, z)).cpu(), x).mean()) for k, z in seeds.items()}
+
+
 @app.command()
 def run(n: int = 20, threads: int = 1) -> None:
     """dmplug_warm's defaults and its MPGD warm start alone on the first n test digits of each task."""
@@ -93,7 +111,8 @@ def run(n: int = 20, threads: int = 1) -> None:
     prior = bundled_prior("pixel")
     reference = dmplug_reference("test")
     warm = build_solver("dmplug_warm")
-    record = {"n": n, "options": warm.model_dump(mode="json"), "tasks": {}}
+    record = {"n": n, "options": warm.model_dump(mode="json"), "tasks": {},
+              "inversion": inversion_scores(prior, problem("sr_x4", "test", n)[0].to(prior.device))}
     for task in TASKS:
         truth, measured, seeds = problem(task, "test", n)
         result = warm.solve(prior, measured, seeds)
@@ -127,6 +146,8 @@ def report() -> None:
         d, w, m = row["dmplug"], row["warm"], row["mpgd"]
         lines.append(f"| {task} | {d['psnr']:.2f} / {d['nfe']:.0f} | {d['oracle']:.2f} | {m['psnr']:.2f} / {m['nfe']:.0f} | "
                      f"{w['psnr']:.2f} / {w['nfe']:.0f} | {w['psnr'] - d['oracle']:+.2f} dB | 1/{d['nfe'] / w['nfe']:.1f} |")
+    lines += ["", f"R(z) of a seed inverted from each of the {r['n']} clean test digits, PSNR against the digit: " + ", ".join(
+        f"{k} {v:.2f} dB" for k, v in r["inversion"].items()) + "."]
     best = t["best"]
     lines += ["", f"Tuning ({t['n']} validation digits per task; budget: a fifth of DMPlug's smallest mean NFE, "
               f"{t['budget_nfe']:.0f}): warm_steps x inversion_iterations x lr x iterations = {len(t['rows'])} settings. "
