@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
+from priorflow.solvers.coupling import DepthCoupling, coupled
 from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import FitKind, InverseProblem, MeasurementFit, Objective
 
@@ -105,6 +106,8 @@ class Solver(BaseModel):
     """The prior this solver works with: "pixel", "latent" (over an autoencoder's latents) or "any"."""
     needs_autoencoder: ClassVar[bool] = False
     """Whether it projects through an autoencoder given beside a pixel prior (MPGD-AE, MPGD-Z)."""
+    couples: ClassVar[bool] = True
+    """Whether its loss is the objective, so that a depth coupling can be added to it."""
 
     trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
 
@@ -144,10 +147,16 @@ class Solver(BaseModel):
         problem: InverseProblem | Objective | None,
         seeds: Sequence[int],
         callback: Callback | None = None,
+        coupling: DepthCoupling | None = None,
     ) -> SolverResult:
+        """`coupling` links the rows along depth (priorflow.solvers.coupling); None or weight 0: independent rows."""
         self.check_prior(prior)
         solver = self.resolved(operator_name(problem))
         objective = solver._objective(prior, problem, seeds)
+        if coupling is not None and coupling.weight and not self.couples:
+            raise PriorflowError(f"solver {self.name} cannot couple slices: its loss is not a per-image objective")  # type: ignore[attr-defined]
+        if objective is not None:
+            objective = coupled(objective, coupling, self.data_fit)
         return solver._solve(prior, objective, problem, list(seeds), callback)
 
     def check_prior(self, prior: DiffusionPrior) -> None:

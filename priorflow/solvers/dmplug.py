@@ -259,6 +259,7 @@ class DMPlugBlind(DMPlug):
                                 "cannot drift by shifting the kernel the other way); false: the official code's kernel.")
     stopping: StoppingRule = Field(ESWMV(window=20, patience=300), description=STOPPING_DESCRIPTION)
     seed_on_sphere: bool = Field(False, description="Keep each seed on the sphere of its starting norm (see dmplug).")
+    couples = False  # its loss rebuilds the data fit with each sample's kernel estimate
 
     def _extra_parameters(self, problem: object, generators: list[torch.Generator], device: torch.device) -> dict[str, Tensor]:
         if not isinstance(problem, InverseProblem) or not isinstance(problem.operator, BlindBlur):

@@ -30,6 +30,10 @@ class Operator(ABC):
 
     name: ClassVar[str]
     linear: ClassVar[bool] = True
+    measurement_step: int = 1
+    """Image pixels per measurement pixel along each side (the factor of super-resolution): the grid tiles lie on."""
+    margin: int = 0
+    """How far (in image pixels) a measurement pixel sees around itself: tiles overlap by at least twice this."""
 
     def __init__(self, image_shape: Sequence[int]) -> None:
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -45,6 +49,14 @@ class Operator(ABC):
 
     def take(self, index: Tensor) -> Operator:
         return self
+
+    def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> Operator:
+        """This operator on tiles of its images, one batch row per box (sample, top, left) (priorflow.solvers.tiling).
+
+        Only a local operator, whose measurement of a tile is the tile of the measurement, can be tiled."""
+        raise PriorflowError(
+            f"operator {self.name} is not local (a measurement depends on the whole image), so images larger than "
+            f"the prior cannot be restored in tiles with it; give images of the prior's size")
 
     def measurement_shape(self, batch: int = 1) -> tuple[int, ...]:
         return tuple(self.forward(torch.zeros(batch, *self.image_shape, dtype=torch.float64)).shape)
@@ -66,6 +78,9 @@ class Identity(Operator):
     def adjoint(self, y: Tensor) -> Tensor:
         return y
 
+    def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> Identity:
+        return Identity(tile_shape)
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -84,6 +99,8 @@ class SuperResolution(Operator):
         if factor < 1 or h % factor or w % factor:
             raise PriorflowError(f"super_resolution factor {factor} must divide the image size {h}x{w}")
         self.factor, self.method = factor, method
+        self.measurement_step = factor
+        self.margin = 2 * factor if method == "bicubic" else 0  # the antialiased cubic spans 4 factors
         self._rows = bicubic_matrix(h, h // factor)
         self._cols = bicubic_matrix(w, w // factor)
 
@@ -101,6 +118,9 @@ class SuperResolution(Operator):
         self._rows, self._cols = self._rows.to(y.device), self._cols.to(y.device)
         rows, cols = _follow(self._rows, y), _follow(self._cols, y)
         return rows.T @ y @ cols
+
+    def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> SuperResolution:
+        return SuperResolution(tile_shape, self.factor, self.method)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "factor": self.factor, "method": self.method}
@@ -154,6 +174,13 @@ class Inpainting(Operator):
     def take(self, index: Tensor) -> Inpainting:
         return Inpainting(self.image_shape, self.mask[index.cpu()], self.params)
 
+    def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> Inpainting:
+        """Each tile's mask is the tile of its image's mask (a shared mask, for one sample, serves every image)."""
+        _, h, w = tile_shape
+        mask = self.mask.cpu()
+        tiles = [mask[sample if mask.shape[0] > 1 else 0, :, top : top + h, left : left + w] for sample, top, left in boxes]
+        return Inpainting(tile_shape, torch.stack(tiles), self.params)
+
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, **self.params}
 
@@ -184,7 +211,7 @@ class Blur(Operator):
                 f"{params['name']} kernel_size {size} must be odd with kernel_size // 2 < image side {min(self.image_shape[1:])}"
             )
         self.kernel, self.params = kernel.float(), params
-        self.pad = size // 2
+        self.pad = self.margin = size // 2
 
     def _weight(self, like: Tensor) -> Tensor:
         self.kernel = self.kernel.to(like.device)
@@ -196,6 +223,9 @@ class Blur(Operator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         return _reflect_pad_adjoint(F.conv_transpose2d(y, self._weight(y), groups=y.shape[1]), self.pad)
+
+    def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> Blur:
+        return Blur(tile_shape, self.kernel, self.params)
 
     def spec(self) -> dict[str, Any]:
         return dict(self.params)
