@@ -6,13 +6,16 @@
     measurement     leading + measurement shape (benchmark mode)
     ground_truth    as restored (benchmark mode)
     metrics/*       leading: psnr, ssim, lpips (benchmark mode), iterations, stop_reason (code), seconds, nfe
+    restored_levels/1, /2  restored at 1/2 and 1/4 size in y and x, its OME-Zarr levels (priorflow.storage.ngff)
     _done           leading: 1 once every array of the sample is written, the last write of a shard
 
 Every array is chunked so that one shard is one chunk (one object), so concurrent workers never write the same
-object. Every array carries dimension names, so xarray opens the group. Attributes record the whole run
-configuration and its fingerprint; a run with another configuration is refused unless told to overwrite, which
-deletes only these arrays. The writer lease is beside the group (priorflow.storage.lease). An input that grew by appending samples (along its first axis) grows the
-group: the arrays are resized, what is already restored stays as it is, and only the new samples are pending.
+object. Every array carries dimension names, so xarray opens the group; the "ome" attribute makes it an OME-Zarr
+image of `restored` for napari and other NGFF readers. Attributes record the whole run configuration and its
+fingerprint; a run with another configuration is refused unless told to overwrite, which deletes only these arrays.
+The writer lease is beside the group (priorflow.storage.lease). An input that grew by appending samples (along its
+first axis) grows the group: the arrays are resized, what is already restored stays as it is, and only the new
+samples are pending.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from zarr.errors import GroupNotFoundError
 
 from priorflow.errors import PriorflowError
 from priorflow.solvers.stopping import STOP_REASONS
+from priorflow.storage import ngff
 from priorflow.storage.layout import SampleLayout, Shard
 from priorflow.storage.location import RUN_ATTRIBUTE, inspect_output
 from priorflow.storage.urls import describe_storage_error, normalize_url, open_store
 
 SUMMARY_ATTRIBUTE = "priorflow_summary"
+NGFF_ATTRIBUTE = "ome"
 PER_SAMPLE_METRICS = {"psnr": "f8", "ssim": "f8", "lpips": "f8", "iterations": "i8", "stop_reason": "i1", "seconds": "f8", "nfe": "i8"}
-OWN_ARRAYS = ("restored", "latents", "trace", "measurement", "ground_truth", *(f"metrics/{m}" for m in PER_SAMPLE_METRICS), "_done")
+OWN_ARRAYS = ("restored", "latents", "trace", "measurement", "ground_truth",
+              *(f"metrics/{m}" for m in PER_SAMPLE_METRICS), *ngff.LEVEL_ARRAYS, "_done")
 """Every array priorflow writes into an output group: the only ones a run with --overwrite ever deletes."""
 
 
@@ -103,8 +109,9 @@ class OutputGroup:
         leading_chunks = layout.leading_chunks(shard_size)
         if existing["fingerprint"] != run["fingerprint"]:
             output._delete_own_arrays()
-            if SUMMARY_ATTRIBUTE in group.attrs:
-                del group.attrs[SUMMARY_ATTRIBUTE]
+            for attribute in (SUMMARY_ATTRIBUTE, NGFF_ATTRIBUTE):
+                if attribute in group.attrs:
+                    del group.attrs[attribute]
             group.attrs[RUN_ATTRIBUTE] = run
         elif "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
             check_growth(url, tuple(group["_done"].shape), layout.leading)
@@ -112,6 +119,8 @@ class OutputGroup:
             output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing),
                             (*layout.leading_dims, *spec.dims), spec.dtype, spec.fill)
         output._require("_done", layout.leading, leading_chunks, layout.leading_dims, "u1", 0)
+        if ngff.IMAGE in arrays:
+            output._require_levels(layout, shard_size, arrays[ngff.IMAGE])
         return output
 
     @classmethod
@@ -138,20 +147,46 @@ class OutputGroup:
         for name in OWN_ARRAYS:
             if name in self.group:
                 del self.group[name]
-        if "metrics" in self.group and not list(self.group["metrics"].keys()):
-            del self.group["metrics"]
+        for parent in ("metrics", ngff.LEVELS_GROUP):
+            if parent in self.group and not list(self.group[parent].keys()):
+                del self.group[parent]
 
     def _require(self, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: tuple[str, ...], dtype: str,
-                 fill: float | int) -> None:
-        """Create the array, or keep it (resized when the input grew: existing chunks are kept as they are)."""
+                 fill: float | int) -> bool:
+        """Create the array, or keep it (resized when the input grew: existing chunks are kept as they are).
+        Whether it was created."""
         if name in self.group:
             existing = self.group[name]
             if tuple(existing.chunks) == chunks and tuple(existing.shape[1:]) == shape[1:] and existing.dtype == np.dtype(dtype):
                 if tuple(existing.shape) != shape:
                     existing.resize(shape)
-                return
+                return False
         self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True,
                                 dimension_names=dims)
+        return True
+
+    def _require_levels(self, layout: SampleLayout, shard_size: int, image: ArraySpec) -> None:
+        """The downsampled levels of `restored`, chunked as it is, and the "ome" attribute that makes them one
+        OME-Zarr image. Levels new to a group that holds results (of a priorflow that wrote none) are filled."""
+        dims, leading_chunks = (*layout.leading_dims, *image.dims), layout.leading_chunks(shard_size)
+        levels = ngff.level_shapes(image.trailing)
+        created = [self._require(ngff.level_path(k), (*layout.leading, *trailing), (*leading_chunks, *trailing), dims,
+                                 image.dtype, image.fill) for k, trailing in enumerate(levels, start=1)]
+        self.group.attrs[NGFF_ATTRIBUTE] = ngff.multiscales(layout.kind, dims, len(levels))
+        if any(created) and self._has_results():
+            self._fill_levels(layout, shard_size)
+
+    def _fill_levels(self, layout: SampleLayout, shard_size: int) -> None:
+        """Downsample what `restored` already holds into the level arrays, shard by shard (one object each)."""
+        done = self.done()
+        for shard in layout.plan(shard_size):
+            index = layout.index(shard)
+            if done[index].any():
+                self._write_levels(index, np.asarray(self.group[ngff.IMAGE][index]))
+
+    def _write_levels(self, index: tuple[slice | int, ...], block: np.ndarray) -> None:
+        for k, level in enumerate(ngff.pyramid(block), start=1):
+            self.group[ngff.level_path(k)][index] = level
 
     # --- shards ------------------------------------------------------------------------------------------
     def done(self) -> np.ndarray:
@@ -165,10 +200,13 @@ class OutputGroup:
         return bool(np.asarray(self.group["_done"][layout.index(shard)]).all())
 
     def write_shard(self, layout: SampleLayout, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
-        """Write every array of one shard, then mark its samples done (the marker is the last write)."""
+        """Write every array of one shard and its chunk of each level of `restored`, then mark its samples done (the
+        marker is the last write)."""
         index = layout.index(shard)
         for name, block in arrays.items():
             self.group[name][index] = block
+        if ngff.IMAGE in arrays:
+            self._write_levels(index, arrays[ngff.IMAGE])
         self.group["_done"][index] = 1
 
     def read(self, name: str) -> np.ndarray:
