@@ -21,12 +21,21 @@ from priorflow.solvers import (
     load_prior,
     simulate_measurements,
 )
+from priorflow.solvers.classical import BASELINES, classical_reconstruction
+from priorflow.solvers.operators import Operator
 
 TASKS: dict[str, dict[str, Any]] = {
     "sr_x4": {"operator": ("super_resolution", {"factor": 4, "method": "bicubic"}), "baseline": "bicubic upsampling"},
     "inpaint_70": {"operator": ("inpainting", {"mask": "random", "fraction": 0.7}), "baseline": "masked image"},
     "deblur_gauss": {"operator": ("gaussian_blur", {"kernel_size": 7, "sigma": 1.0}), "baseline": "blurred image"},
 }
+PHYSICS_TASKS: dict[str, dict[str, Any]] = {
+    "ct_8": {"operator": ("ct", {"angles": 8}), "baseline": BASELINES["ct"][0]},
+    "mri_x4": {"operator": ("mri", {"acceleration": 4, "center_fraction": 0.125}), "baseline": BASELINES["mri"][0]},
+    "phase_retrieval": {"operator": ("phase_retrieval", {"oversample": 2.0}), "baseline": BASELINES["phase_retrieval"][0]},
+}
+"""Tasks over deepinv's physics and Fourier phase retrieval (benchmarks/physics.py), kept out of TASKS: the CLI's
+compare and demo and the test suite take TASKS. On 16 columns, MRI x4 samples 4: 2 central and 2 random."""
 NOISE: tuple[str, dict[str, Any]] = ("gaussian", {"sigma": 0.05, "value_range": "0,1"})
 ROBUSTNESS_NOISE: dict[str, tuple[str, dict[str, Any]]] = {
     "gaussian_low": ("gaussian", {"sigma": 0.12}), "gaussian_high": ("gaussian", {"sigma": 0.18}),
@@ -107,9 +116,9 @@ def solver_options(solver: str, tuned: dict[str, Any]) -> dict[str, Any]:
 
 
 def simulate(task_name: str, x: Tensor, seeds: Sequence[int], noise: tuple[str, dict[str, Any]] = NOISE) -> InverseProblem:
-    """Degrade clean images x in [0, 1] as the task says, with the benchmark's noise unless `noise` (name, params)
-    is given; sample i's mask and noise come from seeds[i]."""
-    name, params = task(task_name)["operator"]
+    """Degrade clean images x in [0, 1] as the task (of TASKS or PHYSICS_TASKS) says, with the benchmark's noise
+    unless `noise` (name, params) is given; sample i's mask and noise come from seeds[i]."""
+    name, params = (PHYSICS_TASKS[task_name] if task_name in PHYSICS_TASKS else task(task_name))["operator"]
     operator = build_operator(name, x.shape[1:], seeds, **params)
     return simulate_measurements(x, operator, build_noise(noise[0], **noise[1]), seeds, BENCHMARK_NOISE_SEED_OFFSET)
 
@@ -133,8 +142,13 @@ def problem_for(solver: str, task_name: str, problem: InverseProblem, seeds: Seq
     return blind(task_name, problem, seeds) if solver == "dmplug_blind" else problem
 
 
-def classical_baseline(task_name: str, y: Tensor) -> Tensor:
-    """What one gets without a prior: bicubic upsampling for SR, the measurement itself otherwise."""
+def classical_baseline(task_name: str, y: Tensor, operator: Operator | None = None) -> Tensor:
+    """What one gets without a prior: bicubic upsampling for SR, the measurement itself for the other TASKS; for
+    PHYSICS_TASKS the operator's classical reconstruction (solvers/classical.py), which needs the `operator`."""
+    if task_name in PHYSICS_TASKS:
+        if operator is None:
+            raise PriorflowError(f"the baseline of task {task_name} needs its operator (the problem's)")
+        return classical_reconstruction(operator, y)
     name, params = task(task_name)["operator"]
     if name == "super_resolution":
         return F.interpolate(y, scale_factor=params["factor"], mode="bicubic", align_corners=False).clamp(0, 1)

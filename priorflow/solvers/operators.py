@@ -320,6 +320,18 @@ def _blind_blur(
     return BlindBlur(image_shape, kernel_size, k.float()[None], params)
 
 
+def _physics(name: str) -> Callable[..., Operator]:
+    """An operator of priorflow/solvers/physics.py (CT, MRI, phase retrieval), imported when first built: that
+    module builds on this one."""
+
+    def build(image_shape: Sequence[int], sample_seeds: Sequence[int], **params: Any) -> Operator:
+        from priorflow.solvers.physics import FACTORIES
+
+        return FACTORIES[name](image_shape, sample_seeds, **params)
+
+    return build
+
+
 OPERATORS: dict[str, Callable[..., Operator]] = {
     "identity": lambda image_shape, sample_seeds: Identity(image_shape),
     "super_resolution": lambda image_shape, sample_seeds, **p: SuperResolution(image_shape, **p),
@@ -327,6 +339,9 @@ OPERATORS: dict[str, Callable[..., Operator]] = {
     "gaussian_blur": _gaussian_blur,
     "motion_blur": _motion_blur,
     "blind_blur": _blind_blur,
+    "ct": _physics("ct"),
+    "mri": _physics("mri"),
+    "phase_retrieval": _physics("phase_retrieval"),
 }
 
 
