@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import digits_run
+from test_ngff import mean_2x2, read_ngff, validate
 
 from priorflow.bundled import prior_path
 from priorflow.config import validate_config
@@ -152,6 +153,13 @@ def test_run_artifacts(tmp_path, prefect_server):
     assert by_key[ARTIFACT_KEYS["output"]].data == f"[{config.output}]({config.output})"
     assert "data:image/png;base64," in by_key[ARTIFACT_KEYS["grid"]].data and (tmp_path / "out.grid.png").is_file()
     assert progress[0].data == 100.0
+
+    validate(config.output)  # and the output opens as an OME-Zarr image, as napari's reader would read it
+    levels, metadata = read_ngff(config.output)
+    assert [level.shape for level in levels] == [(12, 1, 16, 16), (12, 1, 8, 8), (12, 1, 4, 4)]
+    assert [a["name"] for a in metadata["axes"]] == ["sample", "channel", "y", "x"]
+    assert np.array_equal(levels[0], OutputGroup.open(config.output).read("restored"))
+    assert np.allclose(levels[1], mean_2x2(levels[0]), atol=1e-6)
 
 
 def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
