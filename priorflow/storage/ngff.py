@@ -1,9 +1,12 @@
 """OME-Zarr (NGFF 0.5) multiscale metadata and downsampled levels for `restored`, so napari and other NGFF readers
 open an output group directly. Pure numpy: the output group (priorflow.storage.outputs) creates and writes them.
 
-Level 0 is `restored` itself; levels 1 and 2 (`restored_levels/1`, `restored_levels/2`) halve y and x (2x2 mean),
+Level 0 is `restored` itself; levels 1 and 2 (`levels/1/restored`, `levels/2/restored`) halve y and x (2x2 mean),
 each made only while its smaller side keeps at least MIN_SIDE pixels. Every level has `restored`'s leading chunking,
-so a shard writes its own chunk of each level from its block alone.
+so a shard writes its own chunk of each level from its block alone. NGFF 0.5 requires every level's dimension names
+to be the axis names, so the levels reuse `restored`'s names at other sizes of y and x: each is in a group of its own
+so that every group is still one consistent xarray dataset (xarray.open_groups), but xarray.open_datatree, which
+requires a child group's dimensions to match its parents' sizes, cannot open the whole output group any more.
 
 Axes follow NGFF 0.5: 2 or 3 space axes last, before them at most one time axis (first) and at most one channel or
 custom axis. Axis names are the arrays' dimension names, because NGFF 0.5 requires them to match:
@@ -24,10 +27,9 @@ import numpy as np
 from priorflow.errors import PriorflowError
 
 IMAGE = "restored"
-LEVELS_GROUP = f"{IMAGE}_levels"
 MAX_LEVELS = 2
 MIN_SIDE = 4
-LEVEL_ARRAYS = tuple(f"{LEVELS_GROUP}/{k}" for k in range(1, MAX_LEVELS + 1))
+LEVEL_ARRAYS = tuple(f"levels/{k}/{IMAGE}" for k in range(1, MAX_LEVELS + 1))
 """Every level array priorflow may write (outputs.OWN_ARRAYS lists them, so --overwrite deletes them)."""
 AXIS_TYPES: dict[str, tuple[str, ...]] = {
     "images": ("time", "channel", "space", "space"),

@@ -6,7 +6,7 @@
     measurement     leading + measurement shape (benchmark mode)
     ground_truth    as restored (benchmark mode)
     metrics/*       leading: psnr, ssim, lpips (benchmark mode), iterations, stop_reason (code), seconds, nfe
-    restored_levels/1, /2  restored at 1/2 and 1/4 size in y and x, its OME-Zarr levels (priorflow.storage.ngff)
+    levels/k/restored  restored at 1/2, 1/4 size in y and x (k = 1, 2): its OME-Zarr levels (priorflow.storage.ngff)
     _done           leading: 1 once every array of the sample is written, the last write of a shard
 
 Every array is chunked so that one shard is one chunk (one object), so concurrent workers never write the same
@@ -143,13 +143,16 @@ class OutputGroup:
         return "_done" in self.group and bool(np.asarray(self.group["_done"][...]).any())
 
     def _delete_own_arrays(self) -> None:
-        """Delete the arrays priorflow wrote (OWN_ARRAYS), and nothing else a user may have put in the group."""
+        """Delete the arrays priorflow wrote (OWN_ARRAYS) and the groups they leave empty, and nothing else a user may
+        have put in the group."""
         for name in OWN_ARRAYS:
             if name in self.group:
                 del self.group[name]
-        for parent in ("metrics", ngff.LEVELS_GROUP):
-            if parent in self.group and not list(self.group[parent].keys()):
+        for name in OWN_ARRAYS:
+            parent = name.rpartition("/")[0]
+            while parent and parent in self.group and not list(self.group[parent].keys()):
                 del self.group[parent]
+                parent = parent.rpartition("/")[0]
 
     def _require(self, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dims: tuple[str, ...], dtype: str,
                  fill: float | int) -> bool:
