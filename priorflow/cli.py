@@ -259,6 +259,12 @@ def _params(items: list[str] | None, what: str) -> dict[str, Any]:
     return params
 
 
+def _given(**options: Any) -> dict[str, Any] | None:
+    """The options given on the command line (None when none was): a section that overrides a file's, key by key."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return given or None
+
+
 def _run_config(config: Path | None, fields: dict[str, Any], cluster: Path | None = None, **cluster_fields: Any) -> RunConfig:
     """The run configuration from a file and/or the command line; a --cluster file and cluster options override
     the file's `cluster` section field by field."""
@@ -295,6 +301,14 @@ def restore(
     shard_size: int = typer.Option(None, help="Samples per shard (default 16)."),
     seed: int = typer.Option(None, help="Base seed (default 0)."),
     layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
+    tile_overlap: int = typer.Option(None, help="Images larger than the prior are restored in tiles of its size: "
+                                     "pixels adjacent tiles share (default: a quarter of the tile, at least twice the "
+                                     "operator's margin)."),
+    tile_window: str = typer.Option(None, help="Blending of overlapping tiles: cosine (default) or uniform."),
+    coupling: float = typer.Option(None, help="Volumes: weight of the adjacent-slice penalty that makes slices agree "
+                                   "(default 0: independent slices)."),
+    coupling_halo: int = typer.Option(None, help="Volumes: slices solved beyond each shard's slab as coupling "
+                                      "context (default 2)."),
     cluster: Path = typer.Option(None, help="YAML or TOML cluster spec, e.g. deployments/slurm.yaml."),
     address: str = typer.Option(None, help="Existing Dask scheduler (tcp://host:port); default a LocalCluster."),
     workers: int = typer.Option(None, help="LocalCluster workers (default one per GPU, else 2)."),
@@ -318,6 +332,8 @@ def restore(
             "shard_size": shard_size, "seed": seed, "layout": layout,
             "operator": {"name": operator, "params": _params(operator_param, "--operator-param")} if operator else None,
             "noise": {"name": noise, "params": _params(noise_param, "--noise-param")} if noise else None,
+            "tiling": _given(overlap=tile_overlap, window=tile_window),
+            "coupling": _given(weight=coupling, halo=coupling_halo),
         }
         run = _run_config(config, fields, cluster, address=address, workers=workers, gpu=gpu)
         with _sample_progress(run.output):
@@ -394,6 +410,25 @@ def _print_summary(url: str, summary: dict[str, Any]) -> None:
             table.add_row(name, f"{m['mean']:.4g}", f"{m['median']:.4g}", f"{m['std']:.4g}", str(m["count"]))
     Console().print(table)
     console.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.get("stop_reasons", {}).items()))
+
+
+@app.command("sample-data")
+def sample_data(
+    url: str = typer.Argument(..., help="URL of the Zarr array to write (only one this command wrote is replaced)."),
+    kind: str = typer.Option("digits", help="digits (16x16 images), mosaics (pages of digits, larger than the "
+                             "prior) or volumes (digits that drift and morph along depth)."),
+    count: int = typer.Option(32, min=1, help="Images or volumes."),
+    size: int = typer.Option(64, min=1, help="Side of a mosaic page."),
+    depth: int = typer.Option(16, min=1, help="Slices per volume."),
+) -> None:
+    """Write held-out digits as an input array, to try `priorflow restore` on images, large images or volumes."""
+    from priorflow.datasets import write_digits_array
+
+    try:
+        write_digits_array(url, "test", count, kind=kind, size=size, depth=depth)
+    except PriorflowError as exc:
+        _fail(exc)
+    console.print(f"{url}: {count} {kind}")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig, unknown_options
+from priorflow.solvers.tiling import Window
 from priorflow.storage.layout import Kind
 
 
@@ -58,6 +59,25 @@ class ClusterConfig(BaseModel):
         return self
 
 
+class TilingConfig(BaseModel):
+    """Images larger than the prior are restored in overlapping tiles of the prior's size (priorflow.solvers.tiling)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    overlap: int | None = Field(None, ge=0, description="Pixels adjacent tiles share (default: a quarter of the "
+                                "prior's side, at least twice the operator's margin, on its grid).")
+    window: Window = Field("cosine", description="Blending of overlapping tiles: cosine (sin^2 ramps over the "
+                           "overlap) or uniform (the plain mean).")
+
+
+class CouplingConfig(BaseModel):
+    """Volumes restored coherently: each shard's slices are solved together with an adjacent-slice penalty
+    (priorflow.solvers.coupling)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weight: float = Field(0.0, ge=0, description="Weight of the adjacent-slice penalty (0: independent slices).")
+    halo: int = Field(2, ge=0, description="Slices solved on each side of a shard's slab as context, not written.")
+
+
 class RunConfig(BaseModel):
     """What to restore, with what, and where the results go.
 
@@ -81,6 +101,8 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Sample n*D+d is solved with seed + its number.")
     shard_size: int = Field(16, ge=1, description="Samples per shard: one task, one chunk of every output array.")
     snapshots: int = Field(4, ge=0, description="Latent snapshots kept per sample in `trace` (unless the solver sets trace_every).")
+    tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiles, for images larger than the prior.")
+    coupling: CouplingConfig = Field(default_factory=CouplingConfig, description="Coupling of a volume's slices.")
     device: str = "auto"
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where the shards run.")
 
@@ -96,6 +118,9 @@ class RunConfig(BaseModel):
         """Hash of everything that determines the results (not where they go or which machines run them); options
         left to "auto" count with the value they take for this operator."""
         fields = self.model_dump(mode="json", exclude={"output", "device", "cluster"})
+        for name in ("tiling", "coupling"):  # added later: at their defaults they leave older fingerprints as they were
+            if getattr(self, name) == type(getattr(self, name))():
+                del fields[name]
         fields["solver"] = self.solver.resolved(self.operator.name).model_dump(mode="json")
         blob = json.dumps({**fields, "prior_sha256": prior_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -123,8 +148,15 @@ def field_errors(source: str, exc: ValidationError) -> PriorflowError:
 
 
 def load_config(path: Path, **overrides: Any) -> RunConfig:
-    """A RunConfig from a .yaml/.yml/.toml file; errors name the file and the bad field."""
-    return validate_config({**read_mapping(path, "config"), **overrides}, str(path))
+    """A RunConfig from a .yaml/.yml/.toml file; errors name the file and the bad field. An override of a section
+    that the file also has (tiling, coupling) replaces it key by key."""
+    data = read_mapping(path, "config")
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if key in SECTIONS and isinstance(data.get(key), dict) else value
+    return validate_config(data, str(path))
+
+
+SECTIONS = ("tiling", "coupling")
 
 
 def load_cluster(path: Path) -> ClusterConfig:

@@ -70,20 +70,66 @@ def load_image_array(path: Path) -> Tensor:
     return data
 
 
-def write_digits_array(url: str, split: str = "test", count: int = 32, image_size: int = 16) -> str:
-    """Sample data for demos and tests: held-out digits as a float32 (N, 1, S, S) Zarr array at `url`, replacing only
-    an array this function wrote before."""
+def digit_mosaics(split: str, count: int, height: int, width: int, image_size: int = 16, seed: int = 0) -> Tensor:
+    """(count, 1, height, width) pages of held-out digits on a lattice of `image_size` cells, the last row and column
+    cut where the page ends: images larger than the prior, with digits wherever a tile falls."""
+    digits, _ = load_digits(split, image_size)
+    generator = torch.Generator().manual_seed(seed)
+    rows, cols = -(-height // image_size), -(-width // image_size)
+    picks = torch.randint(0, len(digits), (count, rows, cols), generator=generator)
+    pages = digits[picks.flatten()].reshape(count, rows, cols, image_size, image_size)
+    pages = pages.permute(0, 1, 3, 2, 4).reshape(count, 1, rows * image_size, cols * image_size)
+    return pages[..., :height, :width].contiguous()
+
+
+def digit_volumes(split: str, count: int, depth: int, image_size: int = 16, shift: float = 2.0, seed: int = 0) -> Tensor:
+    """(count, depth, S, S) volumes whose slices move and morph smoothly along depth: a held-out digit drifts by
+    2 * `shift` pixels across the volume while it fades into another one."""
+    import torch.nn.functional as F
+
+    digits, _ = load_digits(split, image_size)
+    generator = torch.Generator().manual_seed(seed)
+    pairs = digits[torch.randint(0, len(digits), (count, 2), generator=generator)]  # (count, 2, 1, S, S)
+    fade = torch.linspace(0.0, 1.0, depth)
+    offsets = torch.linspace(-shift, shift, depth) * 2.0 / image_size  # grid_sample's [-1, 1] units
+    theta = torch.zeros(depth, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = offsets
+    grid = F.affine_grid(theta, (depth, 1, image_size, image_size), align_corners=False)
+    volumes = []
+    for first, second in pairs:
+        blend = (1 - fade)[:, None, None, None] * first + fade[:, None, None, None] * second
+        volumes.append(F.grid_sample(blend, grid, align_corners=False, padding_mode="zeros")[:, 0])
+    return torch.stack(volumes).clamp(0.0, 1.0)
+
+
+SAMPLE_KINDS = ("digits", "mosaics", "volumes")
+
+
+def write_digits_array(url: str, split: str = "test", count: int = 32, image_size: int = 16, kind: str = "digits",
+                       size: int = 64, depth: int = 16) -> str:
+    """Sample data for demos, tests and benchmarks, replacing only an array this function wrote before: held-out
+    digits as float32 images (N, 1, S, S), pages of them (N, 1, size, size, larger than the prior), or volumes
+    (N, depth, S, S) that change smoothly along depth."""
     import zarr
 
     from priorflow.storage.inputs import LAYOUT_ATTRIBUTE
     from priorflow.storage.location import claim_array_location
     from priorflow.storage.urls import open_store
 
+    if kind not in SAMPLE_KINDS:
+        raise PriorflowError(f"unknown sample data kind {kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
     claim_array_location(url, DIGITS_WRITER)
-    images, _ = load_digits(split, image_size)
-    zarr.create_array(open_store(url), data=images[:count].numpy(), chunks=(16, 1, image_size, image_size),
-                      overwrite=True, attributes={LAYOUT_ATTRIBUTE: "images", "source": f"sklearn digits, {split} split",
-                                                  "written_by": DIGITS_WRITER})
+    if kind == "digits":
+        data, layout = load_digits(split, image_size)[0][:count], "images"
+    elif kind == "mosaics":
+        data, layout = digit_mosaics(split, count, size, size, image_size), "images"
+    else:
+        data, layout = digit_volumes(split, count, depth, image_size), "volumes"
+    chunks = (16, *data.shape[1:]) if layout == "images" else (1, *data.shape[1:])
+    zarr.create_array(open_store(url), data=data.numpy(), chunks=chunks, overwrite=True,
+                      attributes={LAYOUT_ATTRIBUTE: layout, "source": f"sklearn digits, {split} split, {kind}",
+                                  "written_by": DIGITS_WRITER})
     return url
 
 

@@ -49,8 +49,14 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
         "unknown operator 'blurr'": [str(tmp_path / "x.zarr"), out, "--operator", "blurr"],
         "operator: Field required": [str(tmp_path / "x.zarr"), out],
         "prior /nowhere does not exist": [str(tmp_path / "x.zarr"), out, *sr, "--prior", "/nowhere"],
-        r"samples have shape (1, 8, 8), expected (1, 4, 4)": [str(tmp_path / "x.zarr"), out, *sr],
-        "expected (1, 16, 16) (clean images": [str(tmp_path / "x.zarr"), out, *sr, "--mode", "benchmark"],
+        "samples have shape (1, 32, 32), expected (1, 16, 16) (measurements of blind_blur at the prior's size); "
+        "operator blind_blur is not local": [str(tmp_path / "big.zarr"), out, "--operator", "blind_blur", "-o", "kernel_size=5"],
+        "samples are images of 8x8, smaller than the prior's 16x16": [str(tmp_path / "x.zarr"), out, *sr, "--mode", "benchmark"],
+        "smaller than the prior's 16x16; give images at least": [str(tmp_path / "s.zarr"), out, *sr],
+        "larger than the prior's 16x16; operator blind_blur is not local": [
+            str(tmp_path / "big.zarr"), out, "--operator", "blind_blur", "-o", "kernel_size=5", "--mode", "benchmark"],
+        "coupling links the slices of volumes, but this input's layout is images": [
+            str(tmp_path / "y.zarr"), out, "--operator", "identity", "--coupling", "0.5"],
         "unsupported dtype int32": [str(tmp_path / "i.zarr"), out, *sr],
         "--operator-param must be KEY=VALUE": [str(tmp_path / "x.zarr"), out, "--operator", "inpainting", "-o", "fraction"],
         "solver.dmplug.max_iters": [str(tmp_path / "x.zarr"), out, *sr, "-s", "max_iters=-3"],
@@ -81,6 +87,8 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
     zarr.create_array(str(tmp_path / "nan.zarr"), data=nan)
     zarr.create_array(str(tmp_path / "y.zarr"), data=np.zeros((4, 1, 16, 16), dtype="f4"))
     zarr.create_array(str(tmp_path / "x.zarr"), data=np.zeros((4, 1, 8, 8), dtype="f4"))
+    zarr.create_array(str(tmp_path / "s.zarr"), data=np.zeros((4, 1, 2, 2), dtype="f4"))
+    zarr.create_array(str(tmp_path / "big.zarr"), data=np.zeros((2, 1, 32, 32), dtype="f4"))
     zarr.create_array(str(tmp_path / "i.zarr"), data=np.zeros((4, 1, 4, 4), dtype="i4"))
     for message, args in cases.items():
         result = _restore(*args)

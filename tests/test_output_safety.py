@@ -99,8 +99,8 @@ def test_overwrite_replaces_only_priorflows_own_arrays(base, prefect_server):
     checked = check_run(first)
     layout = checked.layout.with_sample_shape(checked.prior.image_shape)
     out = OutputGroup.prepare(first.output, layout, first.shard_size,
-                              output_arrays(first, checked.layout, checked.prior, checked.measurement_shape),
-                              run_record(first, checked.layout, checked.prior.identity, checked.fingerprint))
+                              output_arrays(first, checked.layout, checked.prior, checked.geometry),
+                              run_record(first, checked.layout, checked.geometry, checked.prior.identity, checked.fingerprint))
     out.write_shard(layout, layout.plan(first.shard_size)[0], {"restored": np.ones((5, 1, 16, 16), dtype="f4")})
     out.group.create_array("notes", data=np.arange(3))  # a user's array, added to the priorflow group
     out.group.attrs["project"] = "lab"

@@ -40,7 +40,7 @@ def test_tiles_lie_on_the_operators_grid_and_the_overlap_respects_the_margin():
     grid = TileGrid.plan((68, 44), 16, 6, step=4)
     assert all(t % 4 == 0 for t in grid.tops) and all(l % 4 == 0 for l in grid.lefts)
     assert grid.tops[-1] == 68 - 16 and grid.lefts[-1] == 44 - 16
-    assert default_overlap(16, margin=3, step=1) == 6 and default_overlap(16, margin=8, step=4) == 12
+    assert default_overlap(16, margin=3, step=1) == 6 and default_overlap(16, margin=8, step=4) == 8
     assert default_overlap(256, margin=3, step=1) == 64
     with pytest.raises(ShapeError, match="multiples of the operator's grid step 4"):
         TileGrid.plan((66, 44), 16, 4, step=4)

@@ -30,6 +30,8 @@ class Operator(ABC):
 
     name: ClassVar[str]
     linear: ClassVar[bool] = True
+    local: ClassVar[bool] = False
+    """Whether a measurement pixel depends only on nearby image pixels, so that images can be solved in tiles."""
     measurement_step: int = 1
     """Image pixels per measurement pixel along each side (the factor of super-resolution): the grid tiles lie on."""
     margin: int = 0
@@ -54,9 +56,11 @@ class Operator(ABC):
         """This operator on tiles of its images, one batch row per box (sample, top, left) (priorflow.solvers.tiling).
 
         Only a local operator, whose measurement of a tile is the tile of the measurement, can be tiled."""
-        raise PriorflowError(
-            f"operator {self.name} is not local (a measurement depends on the whole image), so images larger than "
-            f"the prior cannot be restored in tiles with it; give images of the prior's size")
+        raise PriorflowError(self.not_local())
+
+    def not_local(self) -> str:
+        return (f"operator {self.name} is not local (a measurement depends on the whole image), so images larger than "
+                f"the prior cannot be restored in tiles with it; give images of the prior's size")
 
     def measurement_shape(self, batch: int = 1) -> tuple[int, ...]:
         return tuple(self.forward(torch.zeros(batch, *self.image_shape, dtype=torch.float64)).shape)
@@ -71,6 +75,7 @@ class Identity(Operator):
     """Denoising: y = x + n."""
 
     name = "identity"
+    local = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x
@@ -91,6 +96,7 @@ class SuperResolution(Operator):
     Not deepinv's Downsampling: its bicubic filter is not DPS's antialiased resizer (0.1 apart on 16 px digits)."""
 
     name = "super_resolution"
+    local = True
     methods = ("bicubic", "avgpool")
 
     def __init__(self, image_shape: Sequence[int], factor: int = 4, method: str = "bicubic") -> None:
@@ -132,6 +138,7 @@ class Inpainting(Operator):
     """y = x * M with a per-sample mask M (1 = observed), shared by the channels: deepinv's multiplier."""
 
     name = "inpainting"
+    local = True
     masks = ("random", "box")
 
     def __init__(self, image_shape: Sequence[int], mask: Tensor, params: dict[str, Any]) -> None:
@@ -194,6 +201,7 @@ class Blur(Operator):
     correlation mode (DPS's F.conv2d does not flip the kernel; deepinv's Blur does)."""
 
     name = "blur"
+    local = True
 
     def __init__(self, image_shape: Sequence[int], kernel: Tensor, params: dict[str, Any]) -> None:
         super().__init__(image_shape)

@@ -107,10 +107,10 @@ class TileGrid:
 
 
 def default_overlap(tile: int, margin: int, step: int) -> int:
-    """A quarter of the tile, or twice the operator's margin if larger, on the operator's grid, below the tile."""
-    overlap = max(tile // 4, 2 * margin)
-    overlap = math.ceil(overlap / step) * step
-    return min(overlap, tile - step)
+    """A quarter of the tile, or twice the operator's margin if larger but at most half the tile (more would solve
+    every pixel over four times), on the operator's grid."""
+    overlap = min(max(tile // 4, 2 * margin), tile // 2)
+    return min(math.ceil(overlap / step) * step, tile - step)
 
 
 @dataclass

@@ -24,9 +24,11 @@ GRID_SAMPLES = 6
 
 
 def summarize(output: OutputGroup) -> dict[str, Any]:
-    """Mean, median, std and count of every per-sample metric (NaN-free samples only), and stop-reason counts."""
+    """Mean, median, std and count of every per-sample metric (NaN-free samples only), and stop-reason counts.
+    The solver's own metrics (iterations, nfe, seconds, stop reasons) count tiles when samples were tiled."""
     stop_reasons = output.run["stop_reasons"]
-    summary: dict[str, Any] = {"written_by": "priorflow", "samples": int(output.read("metrics/iterations").size)}
+    done = output.done()
+    summary: dict[str, Any] = {"written_by": "priorflow", "samples": int(done.size)}
     for name in PER_SAMPLE_METRICS:
         values = output.read(f"metrics/{name}").astype(np.float64).ravel()
         if name == "stop_reason":
@@ -39,9 +41,8 @@ def summarize(output: OutputGroup) -> dict[str, Any]:
                              "std": float(values.std()), "count": int(values.size)}
     if "seconds" in summary:
         summary["seconds"]["total"] = float(output.read("metrics/seconds").sum())
-    done = output.done()
     layout = SampleLayout(output.run["layout"], tuple(output.run["input_shape"]))
-    shards = layout.plan(output.run["config"]["shard_size"])
+    shards = layout.plan(output.run.get("samples_per_shard", output.run["config"]["shard_size"]))
     summary["samples_done"] = int(done.sum())
     summary["shards_done"] = sum(bool(done[layout.index(s)].all()) for s in shards)
     summary["shards"] = len(shards)

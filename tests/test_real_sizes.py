@@ -1,0 +1,87 @@
+"""Real data at real sizes through the pipeline: images larger than the prior (tiles) and coupled volumes from the
+command line, read back with plain zarr and with an NGFF reader; a coupling of weight 0 is today's result."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from test_ngff import read_ngff, validate
+
+from priorflow.config import validate_config
+from priorflow.datasets import write_digits_array
+from priorflow.tasks.plan import plan_shards
+from priorflow.tasks.solve import restore_shard
+
+pytestmark = pytest.mark.pipeline
+QUICK = ["--solver", "mpgd", "-s", "steps=10", "--workers", "1"]
+
+
+def restore(prefect_api_url: str, *args: str) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "priorflow.cli", "restore", *args], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def ngff_levels(url: str) -> list[tuple[tuple[int, ...], list[str]]]:
+    """(shape, axis names) of each level, as ome-zarr's reader (napari's) sees the group, after NGFF 0.5 checks."""
+    axes = [axis["name"] for axis in validate(url)["axes"]]
+    levels, _ = read_ngff(url)
+    return [(level.shape, axes) for level in levels]
+
+
+def test_a_64x64_input_with_the_16x16_prior_is_restored_in_tiles(tmp_path, prefect_api_url):
+    source = write_digits_array(str(tmp_path / "pages.zarr"), "test", 3, kind="mosaics", size=64)
+    out = str(tmp_path / "out.zarr")
+    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
+            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72", *QUICK)
+    group = zarr.open_group(out, mode="r")
+    run = group.attrs["priorflow_run"]
+    tops, lefts = run["tiles"]
+    tiles = len(tops) * len(lefts)
+    assert tops == [0, 10, 20, 30, 40, 48] and tiles == 36 and run["samples_per_shard"] == 2  # 72 rows a shard
+    assert group["restored"].shape == (3, 1, 64, 64) and np.isfinite(group["restored"][:]).all()
+    assert np.array_equal(group["ground_truth"][:], zarr.open_array(source, mode="r")[:])
+    assert group["latents"].shape == (3, tiles, 1, 16, 16) and group["metrics/nfe"].shape == (3, tiles)
+    assert (group["metrics/nfe"][:] == 10).all() and np.isfinite(group["metrics/psnr"][:]).all()
+    assert group["_done"][:].all()
+    assert ngff_levels(out) == [((3, 1, 64, 64), ["sample", "channel", "y", "x"]),
+                                ((3, 1, 32, 32), ["sample", "channel", "y", "x"]),
+                                ((3, 1, 16, 16), ["sample", "channel", "y", "x"])]
+
+
+def test_a_coupled_volume_from_the_command_line(tmp_path, prefect_api_url):
+    source = write_digits_array(str(tmp_path / "volumes.zarr"), "test", 2, kind="volumes", depth=6)
+    out = str(tmp_path / "out.zarr")
+    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "inpainting", "-o", "fraction=0.5",
+            "--coupling", "0.5", "--coupling-halo", "1", "--shard-size", "3", *QUICK)
+    group = zarr.open_group(out, mode="r")
+    assert group.attrs["priorflow_run"]["config"]["coupling"] == {"weight": 0.5, "halo": 1}
+    assert group["restored"].shape == (2, 6, 16, 16) and group["_done"][:].all()
+    assert np.isfinite(group["restored"][:]).all() and group["metrics/nfe"].shape == (2, 6)
+    assert [shape for shape, _ in ngff_levels(out)] == [(2, 6, 16, 16), (2, 6, 8, 8), (2, 6, 4, 4)]
+
+
+def _restore_in_process(source: str, out: str, **fields) -> np.ndarray:
+    config = validate_config({"input": source, "output": out, "mode": "benchmark", "layout": "volumes", "device": "cpu",
+                              "operator": {"name": "inpainting", "params": {"fraction": 0.5}}, "shard_size": 3,
+                              "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
+                              "solver": {"name": "dmplug", "max_iters": 8}, **fields})
+    for shard in plan_shards.fn(config).pending:
+        restore_shard(config, shard)
+    return zarr.open_group(out, mode="r")["restored"][:]
+
+
+def test_coupling_weight_zero_gives_todays_results_bit_for_bit(tmp_path):
+    source = write_digits_array(str(tmp_path / "volumes.zarr"), "test", 1, kind="volumes", depth=6)
+    today = _restore_in_process(source, str(tmp_path / "today.zarr"))
+    zero = _restore_in_process(source, str(tmp_path / "zero.zarr"), coupling={"weight": 0.0, "halo": 2})
+    coupled = _restore_in_process(source, str(tmp_path / "coupled.zarr"), coupling={"weight": 0.5, "halo": 2})
+    assert np.array_equal(today, zero)
+    assert not np.array_equal(today, coupled)
+    fingerprints = [zarr.open_group(str(tmp_path / f"{n}.zarr"), mode="r").attrs["priorflow_run"]["fingerprint"]
+                    for n in ("today", "zero", "coupled")]
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
