@@ -85,3 +85,22 @@ def test_coupling_weight_zero_gives_todays_results_bit_for_bit(tmp_path):
     fingerprints = [zarr.open_group(str(tmp_path / f"{n}.zarr"), mode="r").attrs["priorflow_run"]["fingerprint"]
                     for n in ("today", "zero", "coupled")]
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
+def test_a_ct_sinogram_input_from_the_command_line(tmp_path, prefect_api_url):
+    """Measured sparse-view sinograms (deepinv's Radon transform, 8 angles) restored to images."""
+    from priorflow.datasets import load_digits
+    from priorflow.solvers import build_noise, build_operator, simulate_measurements
+
+    truth = load_digits("test", 16)[0][:4]
+    operator = build_operator("ct", (1, 16, 16), range(4), angles=8)
+    sinograms = simulate_measurements(truth, operator, build_noise("gaussian", sigma=0.01), range(4)).y
+    source = str(tmp_path / "sinograms.zarr")
+    zarr.create_array(source, data=sinograms.numpy())
+    out = str(tmp_path / "out.zarr")
+    restore(prefect_api_url, source, out, "--operator", "ct", "-o", "angles=8", *QUICK)
+    group = zarr.open_group(out, mode="r")
+    assert sinograms.shape == (4, 1, 23, 8) and group["restored"].shape == (4, 1, 16, 16)
+    assert np.isfinite(group["restored"][:]).all() and group["_done"][:].all()
+    assert group.attrs["priorflow_run"]["config"]["operator"] == {"name": "ct", "params": {"angles": 8}}
+    assert [shape for shape, _ in ngff_levels(out)] == [(4, 1, 16, 16), (4, 1, 8, 8), (4, 1, 4, 4)]
