@@ -1,15 +1,13 @@
 """Real data at real sizes through the pipeline: images larger than the prior (tiles) and coupled volumes from the
 command line, read back with plain zarr and with an NGFF reader; a coupling of weight 0 is today's result."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import zarr
 from test_ngff import read_ngff, validate
+from typer.testing import CliRunner
 
+from priorflow.cli import app
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
 from priorflow.tasks.plan import plan_shards
@@ -20,10 +18,9 @@ QUICK = ["--solver", "mpgd", "-s", "steps=10", "--workers", "1"]
 
 
 def restore(prefect_api_url: str, *args: str) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "priorflow.cli", "restore", *args], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    """`priorflow restore ...` in this process (against the session's Prefect server), on a LocalCluster."""
+    result = CliRunner().invoke(app, ["restore", *args])
+    assert result.exit_code == 0, result.output
 
 
 def ngff_levels(url: str) -> list[tuple[tuple[int, ...], list[str]]]:
