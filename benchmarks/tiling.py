@@ -19,7 +19,7 @@ import typer
 from results import write_section
 
 from priorflow.datasets import digit_mosaics
-from priorflow.presets import NOISE, BENCHMARK_NOISE_SEED_OFFSET, bundled_prior, task
+from priorflow.presets import BENCHMARK_NOISE_SEED_OFFSET, NOISE, bundled_prior, task
 from priorflow.solvers import build_noise, build_operator, build_solver, simulate_measurements
 from priorflow.solvers.metrics import psnr
 from priorflow.solvers.tiling import TileGrid, default_overlap, solve_tiled
@@ -109,17 +109,17 @@ def report() -> None:
     lines = [
         "## Images larger than the prior: tiles",
         "",
-        f"`python benchmarks/tiling.py run` then `report`: {data['count']} pages of {data['size']}x{data['size']} "
-        "held-out test digits per task (`priorflow.datasets.digit_mosaics`: digits on a 16-pixel lattice), sigma 0.05, "
-        "the bundled digits16 prior, each solver with its defaults. **Tiled**: the whole page degraded, solved in "
-        "overlapping 16x16 tiles (default overlap, cosine window), stitched. **Alone**: each of the same tiles cut "
-        "from the clean page, degraded on its own and solved alone as an ordinary sample (no tile-edge mismatch, "
-        "same seeds). PSNR per tile: over each tile's square of the result against the truth's. Seam: gradient "
-        "energy across tile edges over the energy elsewhere, on the page; the truth's ratio is the reference "
-        "(higher: seams; lower: edges smoothed). The uniform window reuses the tiled run's tile solutions.",
+        (f"`python benchmarks/tiling.py run` then `report`: {data['count']} pages of {data['size']}x{data['size']} "
+         "held-out test digits per task (`priorflow.datasets.digit_mosaics`: digits on a 16-pixel lattice), sigma 0.05, "
+         "the bundled digits16 prior, each solver with its defaults. **Tiled**: the whole page degraded, solved in "
+         "overlapping 16x16 tiles (default overlap, cosine window), stitched. **Alone**: each of the same tiles cut "
+         "from the clean page, degraded on its own and solved alone as an ordinary sample (no tile-edge mismatch, "
+         "same seeds). PSNR per tile: over each tile's square of the result against the truth's. Seam: gradient "
+         "energy across tile edges over the energy elsewhere, on the page; the truth's ratio is the reference "
+         "(higher: seams; lower: edges smoothed). The uniform window reuses the tiled run's tile solutions."),
         "",
-        "| task | solver | tiles/page (overlap) | PSNR per tile: tiled | alone | PSNR page: tiled | uniform | alone stitched "
-        "| seam: truth | tiled | uniform | alone stitched | NFE/tile |",
+        ("| task | solver | tiles/page (overlap) | PSNR per tile: tiled | alone | PSNR page: tiled | uniform | alone "
+         "stitched | seam: truth | tiled | uniform | alone stitched | NFE/tile |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in data["records"].items():

@@ -85,13 +85,14 @@ def report() -> None:
     lines = [
         "## Coherent volumes: coupled against independent slices",
         "",
-        f"`python benchmarks/volumes.py run` then `report`: {data['test_count']} test volumes of {data['depth']} "
-        "slices of 16x16 (`priorflow.datasets.digit_volumes`: a held-out digit drifts 4 pixels across the volume "
-        "while it fades into another), sigma 0.05, the bundled digits16 prior, each solver with its defaults. The "
-        f"coupling weight was chosen on {data['val_count']} validation volumes (best mean PSNR; grid in the last "
-        "column). Flicker: adjacent-slice change of the result over the truth's (1 is the truth's).",
+        (f"`python benchmarks/volumes.py run` then `report`: {data['test_count']} test volumes of {data['depth']} "
+         "slices of 16x16 (`priorflow.datasets.digit_volumes`: a held-out digit drifts 4 pixels across the volume "
+         "while it fades into another), sigma 0.05, the bundled digits16 prior, each solver with its defaults. The "
+         f"coupling weight was chosen on {data['val_count']} validation volumes (best mean PSNR; grid in the last "
+         "column). Flicker: adjacent-slice change of the result over the truth's (1 is the truth's)."),
         "",
-        "| task | solver | PSNR independent | PSNR coupled | flicker independent | flicker coupled | weight (validation PSNR per weight) |",
+        ("| task | solver | PSNR independent | PSNR coupled | flicker independent | flicker coupled "
+         "| weight (validation PSNR per weight) |"),
         "|---|---|---|---|---|---|---|",
     ]
     for key, r in data["records"].items():

@@ -20,7 +20,6 @@ from priorflow.storage.outputs import PER_SAMPLE_METRICS, ArraySpec, OutputGroup
 from priorflow.tasks.geometry import Geometry, run_geometry
 from priorflow.tasks.prior_cache import run_prior
 
-
 ROW_METRICS = ("iterations", "stop_reason", "seconds", "nfe")
 """The solver's own metrics, one per batch row: per tile when samples are tiled (the scores are per image)."""
 
