@@ -26,7 +26,7 @@ from priorflow.solvers.metrics import psnr
 
 OUT = Path(__file__).resolve().parent / "out" / "volumes.json"
 TASKS = ("sr_x4", "inpaint_70")
-WEIGHTS = {"dmplug": (0.03, 0.1, 0.3), "mpgd": (0.1, 0.3, 1.0)}  # each solver with its defaults otherwise
+WEIGHTS = {"dmplug": (0.01, 0.03, 0.1, 0.3, 1.0), "mpgd": (0.1, 0.3, 1.0)}  # each solver with its defaults otherwise
 DEPTH = 12
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -60,13 +60,14 @@ def solve(solver_name: str, task_name: str, volumes: torch.Tensor, weight: float
 
 
 @app.command()
-def run(val_count: int = 3, test_count: int = 6) -> None:
+def run(val_count: int = 3, test_count: int = 6, solvers: str = ",".join(WEIGHTS)) -> None:
     """Per task and solver: the weight with the best mean PSNR on `val_count` validation volumes, then weight 0
-    and that weight on `test_count` test volumes."""
+    and that weight on `test_count` test volumes. `--solvers` reruns some, keeping the others' records."""
     val, test = digit_volumes("val", val_count, DEPTH), digit_volumes("test", test_count, DEPTH)
-    records = {}
+    records = json.loads(OUT.read_text())["records"] if OUT.exists() else {}
     for task_name in TASKS:
-        for solver_name, grid in WEIGHTS.items():
+        for solver_name in solvers.split(","):
+            grid = WEIGHTS[solver_name]
             tuning = [solve(solver_name, task_name, val, w) for w in grid]
             best = max(tuning, key=lambda r: r["psnr"])["weight"]
             records[f"{task_name}.{solver_name}"] = {

@@ -48,6 +48,12 @@ def test_a_64x64_input_with_the_16x16_prior_is_restored_in_tiles(tmp_path, prefe
     assert ngff_levels(out) == [((3, 1, 64, 64), ["sample", "channel", "y", "x"]),
                                 ((3, 1, 32, 32), ["sample", "channel", "y", "x"]),
                                 ((3, 1, 16, 16), ["sample", "channel", "y", "x"])]
+    before = group["restored"][:]
+    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
+            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72", *QUICK)
+    summary = zarr.open_group(out, mode="r").attrs["priorflow_summary"]
+    assert summary["samples"] == 3 and summary["shards"] == 2 and summary["nfe"]["count"] == 3 * tiles
+    assert np.array_equal(zarr.open_group(out, mode="r")["restored"][:], before)  # the rerun resumed: nothing left
 
 
 def test_a_coupled_volume_from_the_command_line(tmp_path, prefect_api_url):
@@ -70,6 +76,19 @@ def _restore_in_process(source: str, out: str, **fields) -> np.ndarray:
     for shard in plan_shards.fn(config).pending:
         restore_shard(config, shard)
     return zarr.open_group(out, mode="r")["restored"][:]
+
+
+def test_volumes_with_slices_larger_than_the_prior_are_tiled_and_coupled_with_halos(tmp_path):
+    source = str(tmp_path / "large_slices.zarr")
+    data = np.random.default_rng(0).random((1, 5, 20, 24), dtype=np.float32)
+    zarr.create_array(source, data=data, attributes={"priorflow_layout": "volumes"})
+    restored = _restore_in_process(source, str(tmp_path / "out.zarr"), shard_size=8,
+                                   coupling={"weight": 0.3, "halo": 1})
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    tops, lefts = group.attrs["priorflow_run"]["tiles"]
+    assert (tops, lefts) == ([0, 4], [0, 8]) and group.attrs["priorflow_run"]["samples_per_shard"] == 2
+    assert restored.shape == (1, 5, 20, 24) and np.isfinite(restored).all() and group["_done"][:].all()
+    assert group["latents"].shape == (1, 5, 4, 1, 16, 16) and (group["metrics/nfe"][:] > 0).all()
 
 
 def test_coupling_weight_zero_gives_todays_results_bit_for_bit(tmp_path):
