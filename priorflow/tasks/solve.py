@@ -58,7 +58,7 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
     if output.shard_done(restored_layout, shard):  # written by a worker that was lost before it reported
         return {"shard": shard.index, "samples": shard.size, "worker": worker_name(), "read_s": 0.0, "solve_s": 0.0,
                 "write_s": 0.0, "total_s": time.perf_counter() - start, "skipped": True}
-    coupling = config.coupling.weight if layout.kind != "images" else 0.0
+    coupling = config.coupling.weight  # run_geometry refused it for images
     solved = with_halo(layout, shard, config.coupling.halo) if coupling else shard
     ids = layout.sample_ids(solved)
     seeds = [config.seed + i for i in ids]
@@ -87,7 +87,8 @@ def restore_shard(config: RunConfig, shard: Shard) -> dict[str, Any]:
 
     def per_sample(values: torch.Tensor) -> np.ndarray:
         """Per-row values of the shard's own samples; with tiles, a (samples, tiles, ...) block."""
-        values = values[rows].float().cpu() if values.is_floating_point() else values[rows].cpu()
+        values = values[rows].cpu()
+        values = values.float() if values.dtype in (torch.bfloat16, torch.float16) else values
         return (values.reshape(-1, tiles, *values.shape[1:]) if geometry.grid else values).numpy()
 
     arrays: dict[str, np.ndarray] = {
