@@ -298,7 +298,8 @@ def restore(
     autoencoder: str = typer.Option(None, help="Autoencoder beside a pixel prior for mpgd_ae/mpgd_z: digits16-ae or a "
                                     "VQModel/AutoencoderKL folder."),
     scaling_factor: float = typer.Option(None, help="Override the autoencoder's latent scaling factor."),
-    shard_size: int = typer.Option(None, help="Samples per shard (default 16)."),
+    shard_size: int = typer.Option(None, help="Samples per shard (default 16); with tiles, tiles per shard (whole "
+                                   "images, at least one)."),
     seed: int = typer.Option(None, help="Base seed (default 0)."),
     layout: str = typer.Option(None, help="images, volumes or volume (default: from the array)."),
     tile_overlap: int = typer.Option(None, help="Images larger than the prior are restored in tiles of its size: "

@@ -99,7 +99,8 @@ class RunConfig(BaseModel):
     mode: Literal["measured", "benchmark"] = "measured"
     layout: Kind | None = None
     seed: int = Field(0, ge=0, description="Sample n*D+d is solved with seed + its number.")
-    shard_size: int = Field(16, ge=1, description="Samples per shard: one task, one chunk of every output array.")
+    shard_size: int = Field(16, ge=1, description="Samples per shard: one task, one chunk of every output array. "
+                            "With tiles it counts tiles: a shard holds as many whole images as fit, at least one.")
     snapshots: int = Field(4, ge=0, description="Latent snapshots kept per sample in `trace` (unless the solver sets trace_every).")
     tiling: TilingConfig = Field(default_factory=TilingConfig, description="Tiles, for images larger than the prior.")
     coupling: CouplingConfig = Field(default_factory=CouplingConfig, description="Coupling of a volume's slices.")
