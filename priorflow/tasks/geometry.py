@@ -28,26 +28,26 @@ def run_geometry(config: RunConfig, prior: DiffusionPrior, layout: SampleLayout)
     """The restored size and the tiles of the input's samples; errors name what does not fit."""
     channels, side, width = prior.image_shape
     at_prior = build_operator(config.operator.name, prior.image_shape, [0], **config.operator.params)
+    expected = at_prior.measurement_shape()[1:]
     sample = layout.sample_shape
     if config.coupling.weight and layout.kind == "images":
         raise PriorflowError(f"{config.input}: coupling links the slices of volumes, but this input's layout is "
                              "images (N, C, H, W); give volumes (--layout volumes or volume), or coupling weight 0")
     if config.mode == "benchmark":
         image = sample
-    elif sample == at_prior.measurement_shape()[1:]:
+    elif sample == expected:
         image = prior.image_shape
-    elif at_prior.local and len(sample) == 3 and sample[0] == at_prior.measurement_shape()[1]:
+    elif at_prior.local and len(sample) == 3 and sample[0] == expected[0]:
         step = at_prior.measurement_step
         image = (channels, sample[1] * step, sample[2] * step)
     else:
-        expected = at_prior.measurement_shape()[1:]
         larger = "" if at_prior.local else f"; {at_prior.not_local()}"
         raise ShapeError(f"{config.input}: samples have shape {sample}, expected {expected} (measurements of "
                          f"{config.operator.name} at the prior's size{', or larger on its grid' if at_prior.local else ''}){larger}")
     if image[0] != channels:
         raise ShapeError(f"{config.input}: samples have {image[0]} channels, the prior {channels}")
     if tuple(image) == prior.image_shape:
-        return Geometry(prior.image_shape, tuple(at_prior.measurement_shape()[1:]), None, config.shard_size)
+        return Geometry(prior.image_shape, tuple(expected), None, config.shard_size)
     if image[1] < side or image[2] < width:
         raise ShapeError(f"{config.input}: samples are images of {image[1]}x{image[2]}, smaller than the prior's "
                          f"{side}x{width}; give images at least the prior's size")
@@ -60,9 +60,8 @@ def run_geometry(config: RunConfig, prior: DiffusionPrior, layout: SampleLayout)
     overlap = config.tiling.overlap
     overlap = default_overlap(side, at_prior.margin, step) if overlap is None else overlap
     grid = TileGrid.plan(image[1:], side, overlap, step)
-    whole = build_operator(config.operator.name, image, [0], **config.operator.params)
-    return Geometry(tuple(image), tuple(whole.measurement_shape()[1:]), grid,  # type: ignore[arg-type]
-                    max(1, config.shard_size // grid.count))
+    measurement = (expected[0], image[1] // step, image[2] // step)  # a local operator's measurement is on its grid
+    return Geometry(tuple(image), measurement, grid, max(1, config.shard_size // grid.count))  # type: ignore[arg-type]
 
 
 def with_halo(layout: SampleLayout, shard: Shard, halo: int) -> Shard:
