@@ -52,7 +52,7 @@ class OracleTracker:
 def replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, window: int, patience: int, cap: int) -> float:
     """Mean PSNR of the iterates ES-WMV(window, patience) capped at `cap` would return on recorded trajectories."""
     from priorflow.solvers.metrics import psnr
-    from priorflow.solvers.stopping import WindowedVarianceTracker
+    from priorflow.solvers.algorithms.stopping import WindowedVarianceTracker
 
     chosen = []
     for traj in trajectories:

@@ -78,10 +78,12 @@ def digits_part(record: dict, n: int, official_iters: int, save: Callable[[], No
     from common import problem
 
     from priorflow.presets import bundled_prior
-    from priorflow.solvers import DMPlug, build_solver
-    from priorflow.solvers.base import randn, to_unit
+    from priorflow.solvers import build_solver
+    from priorflow.solvers.algorithms.dmplug import DMPlug
+    from priorflow.solvers.algorithms.base import to_unit
+from priorflow.solvers.physics.noise import randn
     from priorflow.solvers.metrics import psnr
-    from priorflow.solvers.noise import sample_generators
+    from priorflow.solvers.physics.noise import sample_generators
     from priorflow.solvers.problem import InverseProblem
 
     prior = bundled_prior("pixel", DEVICE)
@@ -136,7 +138,7 @@ def digits_part(record: dict, n: int, official_iters: int, save: Callable[[], No
 def adm_part(record: dict, batches: list[int], save: Callable[[], None]) -> None:
     from diffusers import UNet2DModel
 
-    from priorflow.solvers import DMPlug
+    from priorflow.solvers.algorithms.dmplug import DMPlug
     from priorflow.solvers.priors.adm import AdmConfig, adm_to_diffusers
     from priorflow.solvers.priors.diffusion import NoiseSchedule
     from priorflow.solvers.priors.prior import DiffusionPrior

@@ -164,7 +164,7 @@ def run(task: str = typer.Option(..., help=f"One of {', '.join(TASKS)}"), group:
 @app.command()
 def load_time() -> None:
     """Time a cold import of the network code and the load of the bundled prior, in fresh processes."""
-    code = ("import time; t=time.perf_counter(); from priorflow.solvers.priors.prior import load_prior; "
+    code = ("import time; t=time.perf_counter(); from priorflow.solvers.priors.loading import load_prior; "
             "import diffusers.models.unets.unet_2d; t1=time.perf_counter(); p=load_prior({!r}); t2=time.perf_counter(); "
             "print(t1-t, t2-t1)").format(str(PRIOR))
     runs = [tuple(map(float, subprocess.check_output([sys.executable, "-c", code], text=True).split())) for _ in range(3)]
@@ -180,7 +180,8 @@ def defaults(n_test: int = 32, threads: int = 1,
     against the classical baseline, on the test digits; writes out/defaults.json and the defaults section."""
     torch.set_num_threads(threads)
     from priorflow.presets import BLIND, problem_for
-    from priorflow.solvers import SOLVERS, build_solver, format_value, operator_name
+    from priorflow.solvers import SOLVERS, build_solver, operator_name
+    from priorflow.solvers.options import format_value
 
     priors = _priors("pixel") | _priors("latent")
     record: dict = {"n_test": n_test, "threads": threads, "torch": torch.__version__, "machine": platform.machine(),

@@ -101,8 +101,8 @@ def record(split: str = "val", n: int = 12, task: list[str] = typer.Option(None)
 
 def load_run(run: str, split: str) -> dict[str, dict]:
     """The recordings of one DMPlug setting on a split, by cell; z at iteration 0 (the seed's draw) put back."""
-    from priorflow.solvers.base import randn
-    from priorflow.solvers.noise import sample_generators
+    from priorflow.solvers.physics.noise import randn
+    from priorflow.solvers.physics.noise import sample_generators
 
     out = {}
     for cell in CELLS:

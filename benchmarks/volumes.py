@@ -1,4 +1,4 @@
-"""Coherent volumes: slices solved together with the adjacent-slice penalty (priorflow.solvers.coupling) against
+"""Coherent volumes: slices solved together with the adjacent-slice penalty (priorflow.solvers.algorithms.coupling) against
 independent slices, on volumes of held-out digits that drift and morph along depth.
 
     python benchmarks/volumes.py run      # tune the weight on validation volumes, then test -> out/volumes.json
@@ -21,7 +21,7 @@ from results import write_section
 from priorflow.datasets import digit_volumes
 from priorflow.presets import BENCHMARK_NOISE_SEED_OFFSET, NOISE, bundled_prior, task
 from priorflow.solvers import build_noise, build_operator, build_solver, simulate_measurements
-from priorflow.solvers.coupling import DepthCoupling
+from priorflow.solvers.algorithms.coupling import DepthCoupling
 from priorflow.solvers.metrics import psnr
 
 OUT = Path(__file__).resolve().parent / "out" / "volumes.json"

@@ -504,7 +504,8 @@ def solvers_command(
     from rich.table import Table
 
     from priorflow.errors import unknown_name
-    from priorflow.solvers import SOLVERS, describe_options
+    from priorflow.solvers import SOLVERS
+    from priorflow.solvers.options import describe_options
 
     if name is not None and name not in SOLVERS:
         _fail(unknown_name("solver", name, list(SOLVERS)))
@@ -514,7 +515,7 @@ def solvers_command(
         table = Table(title=f"{solver}: {doc}", title_justify="left", show_lines=True)
         for column in ("option", "type", "default", "description"):
             table.add_column(column, overflow="fold")
-        for row in describe_options(solver):
+        for row in describe_options(SOLVERS[solver]):
             table.add_row(row["option"], row["type"], row["default"], row["description"])
         out.print(table)
     if name in (None, "ddim"):

@@ -12,8 +12,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from priorflow.errors import PriorflowError, unknown_name
-from priorflow.solvers import NOISE_MODELS_NAMES, OPERATOR_NAMES, SOLVERS, DMPlug, SolverConfig, unknown_options
-from priorflow.solvers.tiling import Window
+from priorflow.solvers.algorithms.dmplug import DMPlug
+from priorflow.solvers.algorithms.tiling import Window
+from priorflow.solvers.catalog import SOLVERS, SolverConfig
+from priorflow.solvers.options import options_error
+from priorflow.solvers.physics.noise import NOISE_MODELS
+from priorflow.solvers.physics.registry import OPERATORS
 from priorflow.storage.layout import Kind
 
 
@@ -60,7 +64,7 @@ class ClusterConfig(BaseModel):
 
 
 class TilingConfig(BaseModel):
-    """Images larger than the prior are restored in overlapping tiles of the prior's size (priorflow.solvers.tiling)."""
+    """Images larger than the prior are restored in overlapping tiles of the prior's size (priorflow.solvers.algorithms.tiling)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     overlap: int | None = Field(None, ge=0, description="Pixels adjacent tiles share (default: a quarter of the "
@@ -71,7 +75,7 @@ class TilingConfig(BaseModel):
 
 class CouplingConfig(BaseModel):
     """Volumes restored coherently: each shard's slices are solved together with an adjacent-slice penalty
-    (priorflow.solvers.coupling)."""
+    (priorflow.solvers.algorithms.coupling)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     weight: float = Field(0.0, ge=0, description="Weight of the adjacent-slice penalty (0: independent slices).")
@@ -110,10 +114,16 @@ class RunConfig(BaseModel):
     @field_validator("operator", "noise")
     @classmethod
     def _registered(cls, spec: Spec, info: ValidationInfo) -> Spec:
-        kind, names = ("operator", OPERATOR_NAMES) if info.field_name == "operator" else ("noise model", NOISE_MODELS_NAMES)
+        kind, names = ("operator", OPERATORS) if info.field_name == "operator" else ("noise model", NOISE_MODELS)
         if spec.name not in names:
             raise ValueError(str(unknown_name(kind, spec.name, list(names))))
         return spec
+
+    @field_validator("solver", mode="before")
+    @classmethod
+    def _dmplug_unless_named(cls, solver: Any) -> Any:
+        """A solver section without a name is DMPlug's options, as `--solver` is dmplug unless given."""
+        return {"name": "dmplug", **solver} if isinstance(solver, dict) and "name" not in solver else solver
 
     def result_fingerprint(self, prior_sha256: str) -> str:
         """Hash of everything that determines the results (not where they go or which machines run them); options
@@ -143,9 +153,18 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
 
 
 def field_errors(source: str, exc: ValidationError) -> PriorflowError:
-    """One message naming every bad field (dotted path) and what is wrong with it."""
-    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-    return PriorflowError(f"{source}: {problems}")
+    """One message naming every bad field (dotted path) and what is wrong with it; a solver's options are named as
+    options (the valid ones listed for an unknown one), a solver that does not exist with the ones that do."""
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        if loc[:1] == ("solver",) and error["type"] == "union_tag_invalid":
+            problems.append(f"solver: {unknown_name('solver', str(error['input'].get('name')), list(SOLVERS))}")
+        elif loc[:1] == ("solver",) and len(loc) > 2 and loc[1] in SOLVERS:
+            problems.append(f"solver: {options_error(SOLVERS[str(loc[1])], [error | {'loc': loc[1:]}])}")
+        else:
+            problems.append(f"{'.'.join(map(str, loc)) or 'config'}: {error['msg']}")
+    return PriorflowError(f"{source}: {'; '.join(problems)}")
 
 
 def load_config(path: Path, **overrides: Any) -> RunConfig:
@@ -169,13 +188,6 @@ def load_cluster(path: Path) -> ClusterConfig:
 
 
 def validate_config(data: dict[str, Any], source: str = "configuration") -> RunConfig:
-    solver = data.get("solver")
-    if isinstance(solver, dict) and solver.get("name", "dmplug") not in SOLVERS:
-        raise PriorflowError(f"{source}: solver: {unknown_name('solver', solver['name'], list(SOLVERS))}")
-    if isinstance(solver, dict):  # an unknown option is named with the valid ones; bad values are named below
-        unknown = unknown_options(solver.get("name", "dmplug"), {k: v for k, v in solver.items() if k != "name"})
-        if unknown:
-            raise PriorflowError(f"{source}: solver: {unknown}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -21,8 +21,8 @@ from priorflow.solvers import (
     load_prior,
     simulate_measurements,
 )
-from priorflow.solvers.classical import BASELINES, classical_reconstruction
-from priorflow.solvers.operators import Operator
+from priorflow.solvers.physics.classical import BASELINES, classical_reconstruction
+from priorflow.solvers.physics.operators import Operator
 
 TASKS: dict[str, dict[str, Any]] = {
     "sr_x4": {"operator": ("super_resolution", {"factor": 4, "method": "bicubic"}), "baseline": "bicubic upsampling"},

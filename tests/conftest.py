@@ -10,7 +10,7 @@ import torch
 
 from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.solvers import DiffusionPrior, load_prior
-from priorflow.solvers.priors.prior import WEIGHTS_FILE
+from priorflow.solvers.priors.files import WEIGHTS_FILE
 
 torch.set_num_threads(1)
 

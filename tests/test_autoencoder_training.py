@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from priorflow.cli import app
 from priorflow.datasets import load_digits
 from priorflow.errors import PriorflowError
-from priorflow.solvers import build_solver, load_autoencoder, load_prior
+from priorflow.solvers import build_solver, load_prior
+from priorflow.solvers.priors.autoencoder import load_autoencoder
 from priorflow.training.augment import Augmentation, affine
 from priorflow.training.autoencoder import AutoencoderConfig, train_autoencoder
 from priorflow.training.common import CHECKPOINT_FILE

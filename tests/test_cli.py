@@ -59,7 +59,7 @@ def test_restore_bad_input_fails_fast_and_writes_nothing(tmp_path):
             str(tmp_path / "y.zarr"), out, "--operator", "identity", "--coupling", "0.5"],
         "unsupported dtype int32": [str(tmp_path / "i.zarr"), out, *sr],
         "--operator-param must be KEY=VALUE": [str(tmp_path / "x.zarr"), out, "--operator", "inpainting", "-o", "fraction"],
-        "solver.dmplug.max_iters": [str(tmp_path / "x.zarr"), out, *sr, "-s", "max_iters=-3"],
+        "bad value for option 'max_iters' of solver dmplug": [str(tmp_path / "x.zarr"), out, *sr, "-s", "max_iters=-3"],
         "sigma must be non-negative": [str(tmp_path / "y.zarr"), out, "--noise", "gaussian", "-n", "sigma=-1",
                                        "--mode", "benchmark", "--operator", "identity"],
         "gpu is set but CUDA is not available": [str(tmp_path / "y.zarr"), out, "--operator", "identity", "--gpu"],

@@ -5,7 +5,7 @@ import torch
 
 from priorflow.errors import PriorflowError
 from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, sample_generators
-from priorflow.solvers.coupling import DepthCoupling
+from priorflow.solvers.algorithms.coupling import DepthCoupling
 
 SEEDS = [11, 12, 13, 14]
 SOLVERS = {
@@ -62,10 +62,21 @@ def test_the_summed_losses_have_the_gradient_of_fit_plus_penalty_over_edges(tiny
     assert torch.allclose(sub(x[2:]).detach(), objective(x)[2:].detach())
 
 
-def test_blind_dmplug_and_a_mismatched_chain_are_refused(tiny_prior):
-    op = build_operator("blind_blur", tiny_prior.image_shape, SEEDS[:2], kernel_size=3, kernel="gaussian", sigma=1.0)
-    problem = InverseProblem(op(torch.rand(2, *tiny_prior.image_shape)), op)
-    with pytest.raises(PriorflowError, match="dmplug_blind cannot couple"):
-        build_solver("dmplug_blind", max_iters=2).solve(tiny_prior, problem, SEEDS[:2], coupling=DepthCoupling.chain(1.0, 2))
+def test_blind_dmplug_couples_its_learnt_kernel_fits(tiny_prior):
+    """The kernel belongs to the objective, so the coupled objective learns it too: weight 0 is the plain solve bit for
+    bit, and a strong weight draws the slices together."""
+    blurred = build_operator("blind_blur", tiny_prior.image_shape, SEEDS, kernel_size=3, kernel="gaussian", sigma=1.0)
+    base = torch.rand(1, *tiny_prior.image_shape, generator=torch.Generator().manual_seed(0))
+    y = blurred(torch.cat([base.roll(d, -1) for d in range(len(SEEDS))]))
+    problem = InverseProblem(y, build_operator("blind_blur", tiny_prior.image_shape, SEEDS, kernel_size=3))
+    solver = build_solver("dmplug_blind", **SOLVERS["dmplug"])
+    plain = solver.solve(tiny_prior, problem, SEEDS)
+    zero = solver.solve(tiny_prior, problem, SEEDS, coupling=DepthCoupling.chain(0.0, len(SEEDS)))
+    tight = solver.solve(tiny_prior, problem, SEEDS, coupling=DepthCoupling.chain(STRONG["dmplug"], len(SEEDS)))
+    assert torch.equal(plain.x, zero.x) and torch.equal(plain.extras["kernel"], zero.extras["kernel"])
+    assert (tight.x[1:] - tight.x[:-1]).abs().mean() < (plain.x[1:] - plain.x[:-1]).abs().mean()
+
+
+def test_a_mismatched_chain_is_refused(tiny_prior):
     with pytest.raises(PriorflowError, match="links 3 rows, the problem has 4"):
         build_solver("mpgd", steps=2).solve(tiny_prior, slab(tiny_prior), SEEDS, coupling=DepthCoupling.chain(1.0, 3))

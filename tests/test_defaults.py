@@ -9,7 +9,8 @@ from priorflow.config import validate_config
 from priorflow.datasets import load_digits
 from priorflow.errors import PriorflowError
 from priorflow.presets import BLIND, TASKS, bundled_prior_kind, classical_baseline, problem_for, simulate
-from priorflow.solvers import SOLVERS, build_solver, describe_options
+from priorflow.solvers import SOLVERS, build_solver
+from priorflow.solvers.options import describe_options
 from priorflow.solvers.metrics import psnr
 
 # ddim ignores the measurements (the prior alone, the unconditional reference): it is not held to the baseline.
@@ -58,7 +59,7 @@ def test_solvers_command_lists_every_solver_with_its_defaults():
 
 def test_every_option_has_a_description_and_auto_options_a_value_for_any_operator():
     for name, cls in SOLVERS.items():
-        for row in describe_options(name):
+        for row in describe_options(cls):
             assert row["description"], (name, row["option"])
         for option, table in cls.auto_options.items():
             assert cls.model_fields[option].default is None and "*" in table
@@ -110,8 +111,8 @@ def test_presets_derive_from_the_defaults_and_keep_the_recorded_benchmark_values
 def test_blind_kernels_are_kept_centred():
     import torch
 
-    from priorflow.solvers.dmplug import centre_kernels
-    from priorflow.solvers.kernels import gaussian_kernel
+    from priorflow.solvers.physics.blind import centre_kernels
+    from priorflow.solvers.physics.kernels import gaussian_kernel
 
     coords = torch.arange(7.0) - 3
     kernels = torch.softmax(2 * torch.randn(5, 49, generator=torch.Generator().manual_seed(0)), 1).view(5, 7, 7)

@@ -3,7 +3,7 @@
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from priorflow.solvers import DMPlug
+from priorflow.solvers.algorithms.dmplug import DMPlug
 from priorflow.solvers.priors.diffusion import NoiseSchedule, ddim_sigma
 
 

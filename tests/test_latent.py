@@ -12,11 +12,11 @@ from priorflow.solvers import (
     build_noise,
     build_operator,
     build_solver,
-    load_autoencoder,
     load_prior,
     sample_generators,
 )
-from priorflow.solvers.mpgd import MPGDZ, ProjectedMPGD
+from priorflow.solvers.priors.autoencoder import load_autoencoder
+from priorflow.solvers.algorithms.mpgd import MPGDZ, ProjectedMPGD
 
 SEEDS = [3, 5, 7]
 LATENT = {

@@ -3,7 +3,7 @@ import torch
 
 from priorflow.errors import PriorflowError, ShapeError, UnknownNameError
 from priorflow.solvers import build_operator
-from priorflow.solvers.kernels import bicubic_matrix, motion_kernel
+from priorflow.solvers.physics.kernels import bicubic_matrix, motion_kernel
 from test_physics import LINEAR as PHYSICS_LINEAR
 
 SHAPE = (3, 16, 16)

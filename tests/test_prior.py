@@ -9,7 +9,7 @@ from conftest import make_unet_folder
 
 from priorflow.errors import PriorLoadError
 from priorflow.solvers import load_prior
-from priorflow.solvers.priors.prior import WEIGHTS_FILE
+from priorflow.solvers.priors.files import WEIGHTS_FILE
 
 
 def test_loads_unet_folder_with_identity(tiny_prior_path):

@@ -86,7 +86,7 @@ def test_dmplug_stops_samples_independently_and_caps(tiny_prior):
 def test_dmplug_seed_on_sphere_keeps_each_seeds_norm(tiny_prior, on_sphere):
     """The returned seed of every sample has its starting norm (the projection runs per sample), and stays free
     (grows) without it."""
-    from priorflow.solvers.base import randn
+    from priorflow.solvers.physics.noise import randn
 
     _, problem = problem_for(tiny_prior, SEEDS)
     start = randn(sample_generators(SEEDS), tiny_prior.space_shape, tiny_prior.device).flatten(1).norm(dim=1)

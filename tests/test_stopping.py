@@ -2,7 +2,7 @@
 
 import torch
 
-from priorflow.solvers.stopping import ESWMV, Discrepancy, WindowedVarianceTracker
+from priorflow.solvers.algorithms.stopping import ESWMV, Discrepancy, WindowedVarianceTracker
 
 
 def run(tracker, frames, residuals=None):

@@ -5,7 +5,7 @@ import torch
 
 from priorflow.errors import PriorflowError, ShapeError
 from priorflow.solvers import InverseProblem, build_noise, build_operator, build_solver, sample_generators
-from priorflow.solvers.tiling import TileGrid, default_overlap, solve_tiled, tile_problem
+from priorflow.solvers.algorithms.tiling import TileGrid, default_overlap, solve_tiled, tile_problem
 
 SIZES = [(16, 16), (37, 53), (16, 40), (64, 64)]
 

@@ -4,7 +4,7 @@ import torch
 
 from priorflow.datasets import load_digits
 from priorflow.solvers import build_solver
-from priorflow.solvers.base import to_unit
+from priorflow.solvers.algorithms.base import to_unit
 from priorflow.solvers.metrics import psnr
 
 

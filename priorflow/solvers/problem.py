@@ -1,18 +1,24 @@
-"""What a solver is asked to minimise: the data fit of y = A(x) + n, or any differentiable per-sample loss."""
+"""What a solver is asked to minimise: the data fit of y = A(x) + n, or any differentiable per-sample loss.
+
+An Objective is the one thing an algorithm knows of the measurements. Besides its loss it can drop the rows of
+samples that stopped (`take`), say which forward model it measures through (`operator`), measure the same fit
+another way (`refit`: a norm for DPS and MPGD, a mean square for DMPlug), and own per-sample parameters that the
+solver learns beside its own variables (`start`, `parameters`: blind deblurring's kernel, priorflow.solvers.physics.blind).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.solvers.noise import NoiseModel, sample_generators
-from priorflow.solvers.operators import Operator
+from priorflow.solvers.physics.noise import NoiseModel, sample_generators
+from priorflow.solvers.physics.operators import Operator
 
 FitKind = Literal["norm", "mse"]
 
@@ -21,10 +27,19 @@ FitKind = Literal["norm", "mse"]
 NOISE_SEED_OFFSET = 1_000_000_007
 
 
+class Learned(NamedTuple):
+    """A per-sample tensor an objective learns (one row per sample, a leaf that requires grad) and its step size."""
+
+    value: Tensor
+    lr: float
+
+
 class Objective(ABC):
     """A differentiable loss per sample on images in [0, 1]: (B, C, H, W) -> (B,)."""
 
     batch_size: int
+    operator: Operator | None = None
+    """The forward model the loss measures through; None for a custom loss."""
 
     @abstractmethod
     def __call__(self, x: Tensor) -> Tensor: ...
@@ -32,6 +47,19 @@ class Objective(ABC):
     @abstractmethod
     def take(self, index: Tensor) -> Objective:
         """The same loss for a sub-batch (samples that stopped early leave the batch)."""
+
+    def refit(self, kind: FitKind) -> Objective:
+        """The same data fit measured as `kind`; a custom loss is what it is."""
+        return self
+
+    def start(self, generators: Sequence[torch.Generator], device: torch.device) -> Objective:
+        """This objective with the parameters it learns drawn, row i from generators[i] after the solver's own
+        draws; one that learns nothing is returned as it is."""
+        return self
+
+    def parameters(self) -> dict[str, Learned]:
+        """What this objective learns beside the solver's own variables (after `start`)."""
+        return {}
 
 
 @dataclass
@@ -72,6 +100,9 @@ class MeasurementFit(Objective):
     def take(self, index: Tensor) -> MeasurementFit:
         return MeasurementFit(self.y[index.to(self.y.device)], self.operator.take(index), self.kind)
 
+    def refit(self, kind: FitKind) -> MeasurementFit:
+        return MeasurementFit(self.y, self.operator, kind)
+
 
 class PerSampleLoss(Objective):
     """Black-box guidance: `fn(x, *tensors) -> (B,)`, where each tensor holds one row per sample."""
@@ -92,8 +123,14 @@ class PerSampleLoss(Objective):
         return PerSampleLoss(self.fn, *(t[index.to(t.device)] for t in self.tensors), batch_size=len(index))
 
 
+def operator_name(problem: InverseProblem | Objective | None) -> str | None:
+    """The registered name of the problem's operator (what `build_operator` was given), None for custom losses."""
+    operator = None if problem is None else problem.operator
+    return None if operator is None else str(operator.spec().get("name", operator.name))
+
+
 def simulate_measurements(x: Tensor, operator: Operator, noise: NoiseModel, seeds: Sequence[int],
-             noise_seed_offset: int = NOISE_SEED_OFFSET) -> InverseProblem:
+                          noise_seed_offset: int = NOISE_SEED_OFFSET) -> InverseProblem:
     """Measurements y = noise(A(x)) of clean images x in [0, 1]; sample i's noise from seeds[i] + offset."""
     y = noise(operator(x), sample_generators([noise_seed_offset + int(s) for s in seeds]))
     return InverseProblem(y, operator)

@@ -28,7 +28,7 @@ import zarr
 from zarr.errors import GroupNotFoundError
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.stopping import STOP_REASONS
+from priorflow.solvers.algorithms.stopping import STOP_REASONS
 from priorflow.storage import ngff
 from priorflow.storage.layout import SampleLayout, Shard
 from priorflow.storage.location import RUN_ATTRIBUTE, inspect_output

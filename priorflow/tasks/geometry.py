@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from priorflow.config import RunConfig
 from priorflow.errors import PriorflowError, ShapeError
 from priorflow.solvers import DiffusionPrior, build_operator
-from priorflow.solvers.tiling import TileGrid, default_overlap
+from priorflow.solvers.algorithms.tiling import TileGrid, default_overlap
 from priorflow.storage.layout import SampleLayout, Shard
 
 

@@ -13,7 +13,7 @@ import priorflow
 from priorflow.config import RunConfig
 from priorflow.solvers import DiffusionPrior, Solver, build_noise
 from priorflow.solvers.device import resolve_device
-from priorflow.solvers.stopping import STOP_REASONS
+from priorflow.solvers.algorithms.stopping import STOP_REASONS
 from priorflow.storage.inputs import open_input
 from priorflow.storage.layout import SampleLayout, Shard
 from priorflow.storage.outputs import PER_SAMPLE_METRICS, ArraySpec, OutputGroup

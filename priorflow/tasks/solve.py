@@ -14,9 +14,9 @@ from prefect import get_run_logger, task
 from priorflow.config import RunConfig
 from priorflow.errors import PriorflowError
 from priorflow.solvers import InverseProblem, build_noise, build_operator, simulate_measurements
-from priorflow.solvers.coupling import DepthCoupling
+from priorflow.solvers.algorithms.coupling import DepthCoupling
 from priorflow.solvers.metrics import image_metrics
-from priorflow.solvers.tiling import solve_tiled
+from priorflow.solvers.algorithms.tiling import solve_tiled
 from priorflow.storage.inputs import open_input
 from priorflow.storage.layout import Shard
 from priorflow.storage.outputs import OutputGroup, stop_reason_codes

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from torch import Tensor
 
 from priorflow.errors import PriorLoadError
-from priorflow.solvers.priors.prior import METADATA_FILE, WEIGHTS_FILE, sha256_file
+from priorflow.solvers.priors.files import METADATA_FILE, WEIGHTS_FILE, sha256_file
 
 DEFAULT_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 
 from priorflow.errors import PriorLoadError
 from priorflow.solvers.device import resolve_device
+from priorflow.solvers.priors.files import CONFIG_FILE, WEIGHTS_FILE, sha256_file
 
 AutoencoderKind = Literal["vq", "kl"]
 CLASSES: dict[str, AutoencoderKind] = {"VQModel": "vq", "AutoencoderKL": "kl"}
 DEFAULT_SCALING = {"vq": 1.0, "kl": 0.18215}
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
 @dataclass
@@ -48,10 +48,6 @@ class Autoencoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: torch.device | str) -> Autoencoder:
-        self.model.to(device)
-        return self
-
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """The latent shape of images of `image_shape`, or a ShapeError-like PriorLoadError if they do not fit."""
         channels, height, width = image_shape
@@ -75,7 +71,7 @@ class Autoencoder:
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
+    path = folder / CONFIG_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -88,8 +84,6 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "auto", scal
     from diffusers import AutoencoderKL, VQModel
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from priorflow.solvers.priors.prior import sha256_file
 
     folder = Path(path)
     config = _read_config(folder)

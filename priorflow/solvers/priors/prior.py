@@ -1,34 +1,20 @@
 """A pretrained unconditional diffusion prior: an epsilon network, its DDPM schedule and, for a latent prior,
-the autoencoder whose latents it models.
-
-Formats: a diffusers `UNet2DModel` folder (config.json + diffusion_pytorch_model.safetensors), a diffusers
-pipeline folder (unet/ + scheduler/, and vae/ or vqvae/ for a latent diffusion model), or a guided-diffusion
-(ADM) state dict read with `torch.load(weights_only=True)` (see adm.py). Folders are read with safetensors only.
-"""
+the autoencoder whose latents it models. The contract every solver works through: `denoise(x_t, t)` in the prior's
+own space, its `schedule`, and `decode` from that space to images (loading.py reads priors from disk)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from priorflow.errors import PriorLoadError
-from priorflow.solvers.device import resolve_device
 from priorflow.solvers.priors.autoencoder import Autoencoder
 from priorflow.solvers.priors.diffusion import NoiseSchedule, predict_eps, predict_x0
 
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-CONFIG_FILE = "config.json"
-METADATA_FILE = "priorflow.json"
-AUTOENCODER_FOLDERS = ("vae", "vqvae")
 
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class DiffusionPrior:
     """An epsilon-prediction network over its own space, of shape `space_shape`, plus the map to images.
 
@@ -36,6 +22,9 @@ class DiffusionPrior:
     its `autoencoder`, and `decode` turns them into images. A pixel prior may also carry an autoencoder for MPGD's
     projections (`latent` False). A network with learned variance (2C output channels) contributes its first C
     channels as epsilon.
+
+    Frozen, and priorflow never moves or changes a loaded network: one prior is shared by every solve of a process
+    (priorflow.solvers.priors.loading.PriorCache). It lives on the device it was loaded on.
     """
 
     network: nn.Module
@@ -69,12 +58,6 @@ class DiffusionPrior:
     def kind(self) -> str:
         return "latent" if self.latent else "pixel"
 
-    def to(self, device: torch.device | str) -> DiffusionPrior:
-        self.network.to(device)
-        if self.autoencoder is not None:
-            self.autoencoder.to(device)
-        return self
-
     def eps(self, x_t: Tensor, t: int) -> Tensor:
         timesteps = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
         out = self.network(x_t, timesteps)
@@ -97,141 +80,3 @@ class DiffusionPrior:
             return x
         assert self.autoencoder is not None
         return self.autoencoder.decode(x).clamp(-1.0, 1.0)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PriorLoadError(f"cannot read {path}: {exc}") from exc
-
-
-def _schedule(root: Path) -> NoiseSchedule:
-    """The training schedule: the pipeline's scheduler config if there is one, else linear 1e-4..0.02 over 1000."""
-    config_path = root / "scheduler" / "scheduler_config.json"
-    if not config_path.is_file():
-        return NoiseSchedule.linear()
-    from diffusers import DDPMScheduler
-
-    config = _read_json(config_path)
-    if config.get("prediction_type", "epsilon") != "epsilon":
-        raise PriorLoadError(f"{config_path}: only epsilon-prediction priors are supported, got {config['prediction_type']!r}")
-    try:
-        scheduler = DDPMScheduler.from_config(config)
-    except (ValueError, NotImplementedError) as exc:
-        raise PriorLoadError(f"{config_path}: {exc}") from exc
-    return NoiseSchedule.from_alphas_cumprod(scheduler.alphas_cumprod, config.get("beta_schedule", "linear"))
-
-
-def _load_unet(folder: Path) -> tuple[nn.Module, dict[str, Any], Path]:
-    """A diffusers UNet2DModel folder: the network with its weights (strict), its config and weights file."""
-    from diffusers.models.unets.unet_2d import UNet2DModel
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise PriorLoadError(f"{weights} is missing (priorflow reads safetensors weights only, never pickles)")
-    config = _read_json(folder / CONFIG_FILE)
-    try:
-        network = UNet2DModel.from_config(config)
-    except (TypeError, ValueError) as exc:
-        raise PriorLoadError(f"{folder / CONFIG_FILE} is not a UNet2DModel config: {exc}") from exc
-    try:
-        network.load_state_dict(load_file(weights), strict=True)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise PriorLoadError(f"{weights} is corrupt or does not match {CONFIG_FILE}: {exc}") from exc
-    if int(config["out_channels"]) not in (config["in_channels"], 2 * config["in_channels"]):
-        raise PriorLoadError(f"{folder}: out_channels must be in_channels or twice it (learned variance)")
-    return network, config, weights
-
-
-def _space_shape(config: dict[str, Any]) -> tuple[int, int, int]:
-    size = config["sample_size"]
-    height, width = (size, size) if isinstance(size, int) else size
-    return (int(config["in_channels"]), int(height), int(width))
-
-
-def _combined_sha256(*digests: str) -> str:
-    """One identity for weights that work together (a UNet and its autoencoder): a change to either changes it."""
-    return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-
-
-def _autoencoder_folder(root: Path) -> Path | None:
-    found = [root / name for name in AUTOENCODER_FOLDERS if (root / name / CONFIG_FILE).is_file()]
-    if len(found) > 1:
-        raise PriorLoadError(f"{root} holds both {' and '.join(f.name + '/' for f in found)}: which autoencoder is meant?")
-    return found[0] if found else None
-
-
-def load_prior(
-    path: str | Path,
-    device: torch.device | str = "auto",
-    autoencoder: str | Path | None = None,
-    scaling_factor: float | None = None,
-) -> DiffusionPrior:
-    """Load a prior in eval mode with frozen weights, on `device` (auto: CUDA if any).
-
-    `path` is a diffusers UNet2DModel folder, a pipeline folder (unet/ + scheduler/; with vae/ or vqvae/ it is a
-    latent prior), or a guided-diffusion (ADM) state dict `.pt` with its model_config.yaml beside it.
-    `autoencoder` is a VQModel/AutoencoderKL folder for a pixel prior (MPGD's projections); `scaling_factor`
-    overrides the autoencoder's latent scaling factor (a latent prior's own, or the projection one).
-    """
-    from priorflow.solvers.priors.autoencoder import load_autoencoder
-
-    root = Path(path)
-    if root.is_file():
-        from priorflow.solvers.priors.adm import load_adm_checkpoint
-
-        network, adm_metadata = load_adm_checkpoint(root)
-        config = network.config
-        schedule, weights_sha, metadata = NoiseSchedule.linear(), adm_metadata["sha256"], adm_metadata
-    elif root.is_dir():
-        folder = root if (root / CONFIG_FILE).is_file() else root / "unet"
-        if not (folder / CONFIG_FILE).is_file():
-            raise PriorLoadError(
-                f"no diffusion prior at {root}: expected a diffusers UNet2DModel folder with {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE}, a pipeline folder with unet/ inside, or an ADM checkpoint file"
-            )
-        network, config, weights = _load_unet(folder)
-        schedule, weights_sha = _schedule(root), sha256_file(weights)
-        metadata = _read_json(root / METADATA_FILE) if (root / METADATA_FILE).is_file() else {}
-    else:
-        raise PriorLoadError(f"prior {root} does not exist")
-
-    space_shape = _space_shape(dict(config))
-    own_autoencoder = _autoencoder_folder(root) if root.is_dir() else None
-    if own_autoencoder is not None and autoencoder is not None:
-        raise PriorLoadError(f"{root} is a latent prior with its own autoencoder ({own_autoencoder.name}/); "
-                             "an autoencoder for MPGD's projections goes with a pixel prior")
-    ae_path = own_autoencoder or autoencoder
-    ae = load_autoencoder(ae_path, "cpu", scaling_factor) if ae_path is not None else None
-    if ae is not None and own_autoencoder is not None:
-        if ae.latent_channels != space_shape[0]:
-            raise PriorLoadError(f"{root}: the UNet works on {space_shape[0]}-channel latents, but {own_autoencoder.name}/ "
-                                 f"makes {ae.latent_channels}-channel ones")
-    elif ae is not None:
-        ae.latent_shape(space_shape)  # raises if the autoencoder does not fit the prior's images
-    elif scaling_factor is not None:
-        raise PriorLoadError("a scaling factor applies to an autoencoder, and this prior has none")
-
-    identity = {
-        "path": str(root.resolve()),
-        "name": metadata.get("name", root.stem if root.is_file() else root.name),
-        "kind": "latent" if own_autoencoder else "pixel",
-        "sha256": _combined_sha256(weights_sha, *([ae.identity["sha256"]] if ae else [])),
-        "metadata": metadata,
-    }
-    if ae is not None:
-        identity["autoencoder"] = ae.identity
-    network.eval().requires_grad_(False)
-    prior = DiffusionPrior(network, schedule, space_shape, identity, ae, latent=own_autoencoder is not None)
-    return prior.to(resolve_device(device))

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.operators import Operator
-from priorflow.solvers.physics import MRI, PhaseRetrieval, Tomography, centred_fft2, centred_ifft2
+from priorflow.solvers.physics.deepinv import MRI, Tomography
+from priorflow.solvers.physics.fourier import PhaseRetrieval, centred_fft2, centred_ifft2
+from priorflow.solvers.physics.operators import Operator
 
 
 def filtered_back_projection(operator: Tomography, y: Tensor) -> Tensor:

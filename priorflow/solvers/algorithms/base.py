@@ -3,6 +3,19 @@
 `solver.solve(prior, problem, seeds)` restores a batch: `problem` is an InverseProblem (y, operator) or any
 per-sample Objective; `seeds` gives each sample its own random stream, so a sample's result does not depend on
 the other samples in its batch.
+
+Why this shape. k-diffusion writes each sampler as one short function over one denoiser contract; deepinv's
+PosteriorDiffusion composes parts that one swaps rather than subclasses (a data fidelity, a denoiser, an SDE and its
+solver). priorflow keeps both ideas. Three parts meet in a solver and it owns none of them: the prior
+(priorflow.solvers.priors: `denoise(x_t, t)` in its own space, its noise schedule, `decode` to images), the objective
+(priorflow.solvers.problem: a per-sample loss that can drop the rows of stopped samples and may learn parameters of
+its own, such as a blind kernel) and, from the pipeline, the per-sample seeds. An algorithm is a short function
+over those parts: `reverse_diffusion` (sampling.py) for DDIM, DPS and MPGD, which differ only in the guidance of a
+step, and `optimise_seed` (dmplug.py) for DMPlug and its variants. A Solver class is the algorithm's options: a
+frozen pydantic model, so a configuration is validated, serialisable and fingerprinted by the pipeline, whose
+`_solve(prior, objective, seeds, callback)` binds them to its function. Following one step of any solver reads its
+class and the function it calls. Early stopping, tiles and depth coupling are parts too: a stopping tracker, a
+tiled problem (tiling.py), a coupled objective (coupling.py).
 """
 
 from __future__ import annotations
@@ -18,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.solvers.coupling import DepthCoupling, coupled
+from priorflow.solvers.algorithms.coupling import DepthCoupling, coupled
 from priorflow.solvers.priors.prior import DiffusionPrior
-from priorflow.solvers.problem import FitKind, InverseProblem, MeasurementFit, Objective
+from priorflow.solvers.problem import FitKind, InverseProblem, Objective, operator_name
 
 AUTO = "auto"
 OTHER_OPERATORS = "*"
@@ -47,11 +60,6 @@ class SolverResult:
     trace: Tensor | None = None
     trace_steps: list[int] = field(default_factory=list)
     extras: dict[str, Tensor] = field(default_factory=dict)
-
-
-def randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
-    """(B, *shape) standard normal noise, row i drawn from generators[i]."""
-    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -86,19 +94,12 @@ class Recorder:
         self.trace[index.cpu(), step // self.trace_every - 1] = latent.detach().float().cpu()
 
 
-def operator_name(problem: InverseProblem | Objective | None) -> str | None:
-    """The registered name of the problem's operator (what `build_operator` was given), None for custom losses."""
-    if isinstance(problem, InverseProblem | MeasurementFit):
-        return str(problem.operator.spec().get("name", problem.operator.name))
-    return None
-
-
 class Solver(BaseModel):
     """Base of all solvers: a frozen, serialisable configuration with a `solve` method."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     data_fit: ClassVar[FitKind] = "norm"
-    needs_problem: ClassVar[bool] = True
+    """How the measurements are fitted: ||y - A(x)|| per sample (DPS, MPGD) or its mean square (DMPlug)."""
     auto_options: ClassVar[dict[str, dict[str, Any]]] = {}
     """Options whose default, None ("auto"), is resolved per operator when the solver runs:
     {option: {operator name: value, "*": value for other operators and custom losses}}."""
@@ -106,8 +107,6 @@ class Solver(BaseModel):
     """The prior this solver works with: "pixel", "latent" (over an autoencoder's latents) or "any"."""
     needs_autoencoder: ClassVar[bool] = False
     """Whether it projects through an autoencoder given beside a pixel prior (MPGD-AE, MPGD-Z)."""
-    couples: ClassVar[bool] = True
-    """Whether its loss is the objective, so that a depth coupling can be added to it."""
 
     trace_every: int = Field(0, ge=0, description="Snapshot the latent every k steps (0: no trace).")
 
@@ -149,15 +148,33 @@ class Solver(BaseModel):
         callback: Callback | None = None,
         coupling: DepthCoupling | None = None,
     ) -> SolverResult:
-        """`coupling` links the rows along depth (priorflow.solvers.coupling); None or weight 0: independent rows."""
+        """`coupling` links the rows along depth (priorflow.solvers.algorithms.coupling); None or weight 0:
+        independent rows. A problem of None asks for unconditional samples (ddim)."""
         self.check_prior(prior)
         solver = self.resolved(operator_name(problem))
-        objective = solver._objective(prior, problem, seeds)
-        if coupling is not None and coupling.weight and not self.couples:
-            raise PriorflowError(f"solver {self.name} cannot couple slices: its loss is not a per-image objective")  # type: ignore[attr-defined]
-        if objective is not None:
-            objective = coupled(objective, coupling, self.data_fit)
-        return solver._solve(prior, objective, problem, list(seeds), callback)
+        objective = coupled(solver.objective(prior, problem, seeds), coupling, self.data_fit)
+        return solver._solve(prior, objective, list(seeds), callback)
+
+    def objective(self, prior: DiffusionPrior, problem: InverseProblem | Objective | None,
+                  seeds: Sequence[int]) -> Objective | None:
+        """What this solver minimises for `problem`: the data fit of an InverseProblem, measured as `data_fit`, or
+        the objective itself; shapes are checked against the prior and the seeds."""
+        if len(seeds) == 0:
+            raise PriorflowError("no samples: seeds is empty")
+        if problem is None:
+            return None
+        if isinstance(problem, InverseProblem) and problem.operator.image_shape != prior.image_shape:
+            raise ShapeError(f"the operator works on images of shape {problem.operator.image_shape}, the prior on {prior.image_shape}")
+        objective = problem.objective(self.data_fit) if isinstance(problem, InverseProblem) else problem
+        if objective.batch_size != len(seeds):
+            raise ShapeError(f"{objective.batch_size} measurements but {len(seeds)} seeds: give one seed per sample")
+        return objective
+
+    def fitted(self, objective: Objective | None) -> Objective:
+        """The objective a guided solver needs: refused when there is none to fit."""
+        if objective is None:
+            raise PriorflowError(f"{self.name} needs measurements or a loss to fit")  # type: ignore[attr-defined]
+        return objective
 
     def check_prior(self, prior: DiffusionPrior) -> None:
         """Refuse a prior of the other space (or one lacking the autoencoder a projection needs), naming the fix."""
@@ -176,29 +193,7 @@ class Solver(BaseModel):
             raise PriorflowError(f"solver {name} projects through an autoencoder, and prior {prior_name} has none: "
                                  "give one (--autoencoder, e.g. digits16-ae)")
 
-    def _objective(
-        self, prior: DiffusionPrior, problem: InverseProblem | Objective | None, seeds: Sequence[int]
-    ) -> Objective | None:
-        if len(seeds) == 0:
-            raise PriorflowError("no samples: seeds is empty")
-        if problem is None:
-            if self.needs_problem:
-                raise PriorflowError(f"{self.name} needs measurements or a loss to fit")  # type: ignore[attr-defined]
-            return None
-        objective = problem.objective(self.data_fit) if isinstance(problem, InverseProblem) else problem
-        if isinstance(problem, InverseProblem):
-            if problem.operator.image_shape != prior.image_shape:
-                raise ShapeError(f"the operator works on images of shape {problem.operator.image_shape}, the prior on {prior.image_shape}")
-        if objective.batch_size != len(seeds):
-            raise ShapeError(f"{objective.batch_size} measurements but {len(seeds)} seeds: give one seed per sample")
-        return objective
-
     @abstractmethod
-    def _solve(
-        self,
-        prior: DiffusionPrior,
-        objective: Objective | None,
-        problem: InverseProblem | Objective | None,
-        seeds: list[int],
-        callback: Callback | None,
-    ) -> SolverResult: ...
+    def _solve(self, prior: DiffusionPrior, objective: Objective | None, seeds: list[int],
+               callback: Callback | None) -> SolverResult:
+        """Run the algorithm on the objective (None: unconditional), one random stream per seed."""

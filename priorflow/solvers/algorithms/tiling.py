@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.solvers.base import Callback, Solver, SolverResult
-from priorflow.solvers.coupling import DepthCoupling
+from priorflow.solvers.algorithms.base import Callback, Solver, SolverResult
+from priorflow.solvers.algorithms.coupling import DepthCoupling
 from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import InverseProblem
 

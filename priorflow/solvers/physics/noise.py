@@ -25,6 +25,11 @@ def sample_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
+def randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
+    """(B, *shape) standard normal noise, row i drawn from generators[i]."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
+
+
 def _per_sample(shape: Sequence[int], generators: Sequence[torch.Generator], draw: Callable[..., Tensor]) -> Tensor:
     return torch.stack([draw(tuple(shape[1:]), g) for g in generators])
 
@@ -57,11 +62,6 @@ class NoiseModel:
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
 
-    @property
-    def sigma_01(self) -> float | None:
-        """Standard deviation on [0, 1] where it is known and signal-independent (for the discrepancy principle)."""
-        return 0.0
-
 
 @dataclass(frozen=True)
 class GaussianNoise(NoiseModel):
@@ -70,10 +70,6 @@ class GaussianNoise(NoiseModel):
 
     def corrupt(self, y: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         return y + self.sigma * _per_sample(y.shape, generators, lambda s, g: torch.randn(s, generator=g)).to(y)
-
-    @property
-    def sigma_01(self) -> float:
-        return self.sigma if self.value_range == "0,1" else self.sigma / 2.0
 
 
 @dataclass(frozen=True)
@@ -88,10 +84,6 @@ class PoissonNoise(NoiseModel):
         unit = ((y - lo) / (hi - lo)).clamp(0.0, 1.0).detach().cpu().float()
         counts = torch.stack([torch.poisson(u * self.rate, generator=g) for u, g in zip(unit, generators)])
         return (counts / self.rate).clamp(0.0, 1.0).to(y) * (hi - lo) + lo
-
-    @property
-    def sigma_01(self) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -110,10 +102,6 @@ class ImpulseNoise(NoiseModel):
         out = torch.where(hit & (salt < self.salt_vs_pepper), torch.full_like(y, hi), y)
         return torch.where(hit & (salt >= self.salt_vs_pepper), torch.full_like(y, lo), out).clamp(lo, hi)
 
-    @property
-    def sigma_01(self) -> None:
-        return None
-
 
 @dataclass(frozen=True)
 class SpeckleNoise(NoiseModel):
@@ -126,10 +114,6 @@ class SpeckleNoise(NoiseModel):
         lo, hi = self.bounds
         n = _per_sample(y.shape, generators, lambda s, g: torch.randn(s, generator=g)).to(y)
         return (y + y * self.sigma * n).clamp(lo, hi)
-
-    @property
-    def sigma_01(self) -> None:
-        return None
 
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {

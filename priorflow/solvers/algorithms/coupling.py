@@ -9,13 +9,15 @@ its neighbours. None of the published solvers couples samples; this is priorflow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.problem import FitKind, Objective
+from priorflow.solvers.physics.operators import Operator
+from priorflow.solvers.problem import FitKind, Learned, Objective
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class _Images:
 
 
 class CoupledObjective(Objective):
+    """The inner objective plus the penalty to each row's depth neighbours; everything else is the inner one's."""
+
     def __init__(self, inner: Objective, weight: float, kind: FitKind, previous: Tensor, following: Tensor,
                  rows: Tensor, images: _Images) -> None:
         self.inner, self.weight, self.kind = inner, weight, kind
@@ -76,13 +80,32 @@ class CoupledObjective(Objective):
             loss = loss + self.weight * present * self._penalty(x - anchor)
         return loss
 
+    def _with(self, inner: Objective, rows: Tensor | None = None, kind: FitKind | None = None) -> CoupledObjective:
+        """The same links around another inner objective (its rows, the measure of the penalty)."""
+        same_images = kind is None
+        return CoupledObjective(inner, self.weight, kind or self.kind, self.previous, self.following,
+                                self.rows if rows is None else rows, self.images if same_images else _Images())
+
     def take(self, index: Tensor) -> CoupledObjective:
-        return CoupledObjective(self.inner.take(index), self.weight, self.kind, self.previous, self.following,
-                                self.rows[index.cpu()], self.images)
+        return self._with(self.inner.take(index), rows=self.rows[index.cpu()])
+
+    @property
+    def operator(self) -> Operator | None:  # type: ignore[override]
+        return self.inner.operator
+
+    def refit(self, kind: FitKind) -> CoupledObjective:
+        """The inner fit and the penalty both measured as `kind` (a new solve: no anchors yet)."""
+        return self._with(self.inner.refit(kind), kind=kind)
+
+    def start(self, generators: Sequence[torch.Generator], device: torch.device) -> CoupledObjective:
+        return self._with(self.inner.start(generators, device))
+
+    def parameters(self) -> dict[str, Learned]:
+        return self.inner.parameters()
 
 
-def coupled(objective: Objective, coupling: DepthCoupling | None, kind: FitKind) -> Objective:
-    """The objective with the depth penalty added; no coupling (or weight 0) leaves it exactly as it is."""
-    if coupling is None or coupling.weight == 0:
+def coupled(objective: Objective | None, coupling: DepthCoupling | None, kind: FitKind) -> Objective | None:
+    """The objective with the depth penalty added; no coupling (or weight 0), or no objective, leaves it as it is."""
+    if objective is None or coupling is None or coupling.weight == 0:
         return objective
     return coupling.couple(objective, kind)

@@ -9,18 +9,18 @@ operators also give their adjoint.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from priorflow.errors import PriorflowError, ShapeError, unknown_name
-from priorflow.solvers.kernels import bicubic_matrix, gaussian_kernel, motion_kernel
+from priorflow.errors import PriorflowError, ShapeError
+from priorflow.solvers.physics.kernels import bicubic_matrix, gaussian_kernel, motion_kernel
 
 
-def _follow(tensor: Tensor, like: Tensor) -> Tensor:
+def follow(tensor: Tensor, like: Tensor) -> Tensor:
     """A parameter on the input's device and dtype (a no-op once it is there)."""
     return tensor.to(device=like.device, dtype=like.dtype)
 
@@ -77,6 +77,10 @@ class Identity(Operator):
     name = "identity"
     local = True
 
+    @classmethod
+    def create(cls, image_shape: Sequence[int], sample_seeds: Sequence[int]) -> Identity:
+        return cls(image_shape)
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 
@@ -112,11 +116,16 @@ class SuperResolution(Operator):
         self._rows = bicubic_matrix(h, h // factor)
         self._cols = bicubic_matrix(w, w // factor)
 
+    @classmethod
+    def create(cls, image_shape: Sequence[int], sample_seeds: Sequence[int], factor: int = 4,
+               method: str = "bicubic") -> SuperResolution:
+        return cls(image_shape, factor, method)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.method == "avgpool":
             return F.avg_pool2d(x, self.factor)
         self._rows, self._cols = self._rows.to(x.device), self._cols.to(x.device)
-        rows, cols = _follow(self._rows, x), _follow(self._cols, x)
+        rows, cols = follow(self._rows, x), follow(self._cols, x)
         return rows @ x @ cols.T
 
     def adjoint(self, y: Tensor) -> Tensor:
@@ -124,7 +133,7 @@ class SuperResolution(Operator):
             f = self.factor
             return y.repeat_interleave(f, -2).repeat_interleave(f, -1) / f**2
         self._rows, self._cols = self._rows.to(y.device), self._cols.to(y.device)
-        rows, cols = _follow(self._rows, y), _follow(self._cols, y)
+        rows, cols = follow(self._rows, y), follow(self._cols, y)
         return rows.T @ y @ cols
 
     def on_tiles(self, tile_shape: Sequence[int], boxes: Sequence[tuple[int, int, int]]) -> SuperResolution:
@@ -177,7 +186,7 @@ class Inpainting(Operator):
         from deepinv.physics.functional import multiplier
 
         self.mask = self.mask.to(x.device)
-        return multiplier(x, _follow(self.mask, x))
+        return multiplier(x, follow(self.mask, x))
 
     def adjoint(self, y: Tensor) -> Tensor:
         return self.forward(y)
@@ -213,9 +222,22 @@ class Blur(Operator):
         self.kernel, self.params = kernel.float(), params
         self.margin = size // 2
 
+    @classmethod
+    def gaussian(cls, image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61,
+                 sigma: float = 3.0) -> Blur:
+        params = {"name": "gaussian_blur", "kernel_size": kernel_size, "sigma": sigma}
+        return cls(image_shape, gaussian_kernel(kernel_size, sigma), params)
+
+    @classmethod
+    def motion(cls, image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61,
+               intensity: float = 0.5, seed: int = 0) -> Blur:
+        """A camera-shake kernel drawn once, from `seed`, for every sample."""
+        params = {"name": "motion_blur", "kernel_size": kernel_size, "intensity": intensity, "seed": seed}
+        return cls(image_shape, motion_kernel(kernel_size, intensity, torch.Generator().manual_seed(seed)), params)
+
     def _weight(self, like: Tensor) -> Tensor:
         self.kernel = self.kernel.to(like.device)
-        return _follow(self.kernel, like)[None, None]
+        return follow(self.kernel, like)[None, None]
 
     def forward(self, x: Tensor) -> Tensor:
         from deepinv.physics.functional import conv2d
@@ -232,127 +254,3 @@ class Blur(Operator):
 
     def spec(self) -> dict[str, Any]:
         return dict(self.params)
-
-
-def blind_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
-    """Zero-padded 'same' convolution of each sample with its own kernel (B or 1, k, k), as DMPlug's blind_blur.
-
-    An even kernel pads one pixel less on the left/top than on the right/bottom, as PyTorch's padding='same'.
-    """
-    b, c, h, w = x.shape
-    k = kernel.shape[-1]
-    left, right = (k - 1) // 2, k - 1 - (k - 1) // 2
-    if adjoint:
-        left, right, kernel = right, left, kernel.flip(-1, -2)
-    weight = _follow(kernel, x).expand(b, k, k).repeat_interleave(c, 0)[:, None]
-    padded = F.pad(x, (left, right, left, right)).reshape(1, b * c, h + k - 1, w + k - 1)
-    return F.conv2d(padded, weight, groups=b * c).reshape(b, c, h, w)
-
-
-class BlindBlur(Operator):
-    """Zero-padded 'same' blur with a kernel that the solver does not know (blind deblurring).
-
-    The kernel, when given, is the one used to simulate measurements; blind solvers estimate their own.
-    """
-
-    name = "blind_blur"
-
-    def __init__(self, image_shape: Sequence[int], kernel_size: int, kernel: Tensor | None, params: dict[str, Any]) -> None:
-        super().__init__(image_shape)
-        if not 1 <= kernel_size <= min(self.image_shape[1:]):
-            raise PriorflowError(f"blind_blur kernel_size {kernel_size} must be between 1 and the image size")
-        self.kernel_size, self.kernel, self.params = kernel_size, kernel, params
-
-    def measurement_shape(self, batch: int = 1) -> tuple[int, ...]:
-        return (batch, *self.image_shape)  # a 'same' convolution, whether or not the kernel is known
-
-    def with_kernel(self, kernel: Tensor) -> BlindBlur:
-        return BlindBlur(self.image_shape, self.kernel_size, kernel, self.params)
-
-    def _known_kernel(self) -> Tensor:
-        if self.kernel is None:
-            raise PriorflowError("blind_blur has no kernel: it is unknown, use a blind solver (dmplug_blind)")
-        return self.kernel
-
-    def forward(self, x: Tensor) -> Tensor:
-        return blind_conv(x, self._known_kernel())
-
-    def adjoint(self, y: Tensor) -> Tensor:
-        return blind_conv(y, self._known_kernel(), adjoint=True)
-
-    def take(self, index: Tensor) -> BlindBlur:
-        if self.kernel is None or self.kernel.shape[0] == 1:
-            return self
-        return self.with_kernel(self.kernel[index.cpu()])
-
-    def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "kernel_size": self.kernel_size, **self.params}
-
-
-def _gaussian_blur(image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61, sigma: float = 3.0) -> Blur:
-    params = {"name": "gaussian_blur", "kernel_size": kernel_size, "sigma": sigma}
-    return Blur(image_shape, gaussian_kernel(kernel_size, sigma), params)
-
-
-def _motion_blur(
-    image_shape: Sequence[int], sample_seeds: Sequence[int], kernel_size: int = 61, intensity: float = 0.5, seed: int = 0
-) -> Blur:
-    params = {"name": "motion_blur", "kernel_size": kernel_size, "intensity": intensity, "seed": seed}
-    return Blur(image_shape, motion_kernel(kernel_size, intensity, torch.Generator().manual_seed(seed)), params)
-
-
-def _blind_blur(
-    image_shape: Sequence[int],
-    sample_seeds: Sequence[int],
-    kernel_size: int = 64,
-    kernel: str | None = None,
-    sigma: float = 3.0,
-    intensity: float = 0.5,
-    seed: int = 0,
-) -> BlindBlur:
-    """`kernel=None` for real data (unknown kernel); 'gaussian' or 'motion' to simulate measurements."""
-    if kernel is None:
-        return BlindBlur(image_shape, kernel_size, None, {"kernel": None})
-    if kernel == "gaussian":
-        k, params = gaussian_kernel(kernel_size, sigma), {"kernel": kernel, "sigma": sigma}
-    elif kernel == "motion":
-        k = motion_kernel(kernel_size, intensity, torch.Generator().manual_seed(seed))
-        params = {"kernel": kernel, "intensity": intensity, "seed": seed}
-    else:
-        raise PriorflowError(f"blind_blur kernel must be 'gaussian', 'motion' or None, got {kernel!r}")
-    return BlindBlur(image_shape, kernel_size, k.float()[None], params)
-
-
-def _physics(name: str) -> Callable[..., Operator]:
-    """An operator of priorflow/solvers/physics.py (CT, MRI, phase retrieval), imported when first built: that
-    module builds on this one."""
-
-    def build(image_shape: Sequence[int], sample_seeds: Sequence[int], **params: Any) -> Operator:
-        from priorflow.solvers.physics import FACTORIES
-
-        return FACTORIES[name](image_shape, sample_seeds, **params)
-
-    return build
-
-
-OPERATORS: dict[str, Callable[..., Operator]] = {
-    "identity": lambda image_shape, sample_seeds: Identity(image_shape),
-    "super_resolution": lambda image_shape, sample_seeds, **p: SuperResolution(image_shape, **p),
-    "inpainting": Inpainting.create,
-    "gaussian_blur": _gaussian_blur,
-    "motion_blur": _motion_blur,
-    "blind_blur": _blind_blur,
-    "ct": _physics("ct"),
-    "mri": _physics("mri"),
-    "phase_retrieval": _physics("phase_retrieval"),
-}
-
-
-def build_operator(name: str, image_shape: Sequence[int], sample_seeds: Sequence[int], **params: Any) -> Operator:
-    """Build a registered operator; per-sample random parameters come from `sample_seeds`."""
-    if name not in OPERATORS:
-        raise unknown_name("operator", name, list(OPERATORS))
-    try:
-        return OPERATORS[name](image_shape, sample_seeds, **params)
-    except TypeError as exc:
-        raise PriorflowError(f"bad parameters for operator {name!r}: {exc}") from exc

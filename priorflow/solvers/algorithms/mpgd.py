@@ -10,17 +10,18 @@ norms reproduce its batch-1 behaviour and keep batch-mates from changing each ot
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import partial
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from priorflow.solvers.base import OTHER_OPERATORS, to_unit
+from priorflow.solvers.algorithms.base import OTHER_OPERATORS, Callback, Solver, SolverResult, to_unit
+from priorflow.solvers.algorithms.sampling import STEPS, reverse_diffusion
 from priorflow.solvers.priors.autoencoder import Autoencoder
 from priorflow.solvers.priors.prior import DiffusionPrior
 from priorflow.solvers.problem import Objective
-from priorflow.solvers.sampling import ReverseSampler
 
 
 def _gradient(loss_of: Tensor, leaf: Tensor) -> Tensor:
@@ -28,7 +29,7 @@ def _gradient(loss_of: Tensor, leaf: Tensor) -> Tensor:
     return grad
 
 
-class MPGD(ReverseSampler):
+class MPGD(Solver):
     """MPGD without projection: x0 <- x0 - scale / sqrt(alpha_bar_prev) * grad_{x0} ||y - A(x0)||.
 
     The best scale depends on the operator, so it defaults to "auto": SCALES below, the values tuned on the
@@ -40,8 +41,25 @@ class MPGD(ReverseSampler):
     auto_options = {"scale": SCALES}
 
     name: Literal["mpgd"] = "mpgd"
+    steps: int = Field(50, ge=1, le=1000, description=STEPS)
     eta: float = Field(0.5, ge=0.0, le=1.0, description="DDIM noise level (the paper's 0.5).")
     scale: float | None = Field(None, gt=0.0, description="Guidance step size on grad ||y - A(x0)|| (for data on [0, 1]).")
+
+    @property
+    def last_step(self) -> int:
+        return self.steps
+
+    def _solve(self, prior: DiffusionPrior, objective: Objective | None, seeds: list[int],
+               callback: Callback | None) -> SolverResult:
+        guide = partial(self.guide, prior, self.fitted(objective))
+        return reverse_diffusion(prior, seeds, self.steps, self.eta, guide, self.recorder(len(seeds)), callback)
+
+    def guide(self, prior: DiffusionPrior, objective: Objective, x: Tensor, t: int, alpha_bar_prev: float,
+              progress: float) -> tuple[Tensor, Tensor, None]:
+        """The unguided x0 and eps, then one guided step on x0 (no backpropagation through the network)."""
+        with torch.no_grad():
+            x0, eps = prior.denoise(x, t)
+        return self.guide_x0(prior, x0, objective, self.scale / alpha_bar_prev**0.5, progress), eps, None  # type: ignore[operator]
 
     def guide_x0(self, prior: DiffusionPrior, x0: Tensor, objective: Objective, step_size: float, progress: float) -> Tensor:
         """One gradient step on x0 (on z0 for a latent prior, through its decoder); `progress` is i/N of the
@@ -50,11 +68,6 @@ class MPGD(ReverseSampler):
             x0 = x0.detach().requires_grad_(True)
             grad = _gradient(objective(to_unit(prior.decode(x0))), x0)
         return (x0 - step_size * grad).detach()
-
-    def denoise_and_guide(self, prior, x, t, alpha_bar_prev, progress, objective):  # type: ignore[override]
-        with torch.no_grad():
-            x0, eps = prior.denoise(x, t)
-        return self.guide_x0(prior, x0, objective, self.scale / alpha_bar_prev**0.5, progress), eps, None
 
 
 class ProjectedMPGD(MPGD):
