@@ -150,7 +150,7 @@ def convert_prior(
 
     Every key and shape is checked against the hyper-parameters first; nothing is written unless all of it succeeds.
     """
-    from priorflow.solvers.priors.adm import convert_checkpoint
+    from priorflow.solvers.priors.checkpoints import convert_checkpoint
 
     try:
         folder = convert_checkpoint(checkpoint, out, config)

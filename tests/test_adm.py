@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from priorflow.cli import app
 from priorflow.errors import PriorLoadError
-from priorflow.solvers.priors.adm import adm_to_diffusers, load_adm_checkpoint, read_adm_config
+from priorflow.solvers.priors.adm import adm_to_diffusers, read_adm_config
+from priorflow.solvers.priors.checkpoints import load_adm_checkpoint
 
 du = pytest.importorskip("deepinv.models.diffunet")
 runner = CliRunner()
@@ -315,7 +316,7 @@ def test_convert_prior_help():
 def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     import safetensors.torch
 
-    from priorflow.solvers.priors.adm import convert_checkpoint
+    from priorflow.solvers.priors.checkpoints import convert_checkpoint
 
     weights, _ = _small_checkpoint(tmp_path, "attention at every level")
 
