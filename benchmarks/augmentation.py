@@ -22,9 +22,10 @@ import typer
 from common import problem, scores
 from results import write_section
 from solvers import GRIDS, VARIANTS
+from tables import MPGD_STEPS
 
 from priorflow.bundled import BUNDLED_PRIORS
-from priorflow.presets import MPGD_STEPS, TASKS
+from priorflow.presets import TASKS
 
 OUT = Path(__file__).resolve().parent / "out"
 SCALES = GRIDS["mpgd"]["scale"]  # the solver tables' grid

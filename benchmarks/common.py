@@ -8,8 +8,10 @@ import torch
 def problem(task: str, split: str, count: int, perturbed: bool = False, noise: tuple | None = None):
     """The first `count` digits of a split, their measurements for `task` (with the benchmark's noise unless
     `noise` = (name, params) is given) and their seeds."""
+    from tables import simulate
+
     from priorflow.datasets import load_digits
-    from priorflow.presets import NOISE, simulate
+    from priorflow.presets import NOISE
 
     x, _ = load_digits(split, 16, perturbed=perturbed)
     seeds = list(range(count))
@@ -51,8 +53,8 @@ class OracleTracker:
 
 def replay_es(trajectories: list[list[torch.Tensor]], truth: torch.Tensor, window: int, patience: int, cap: int) -> float:
     """Mean PSNR of the iterates ES-WMV(window, patience) capped at `cap` would return on recorded trajectories."""
-    from priorflow.solvers.metrics import psnr
     from priorflow.solvers.algorithms.stopping import WindowedVarianceTracker
+    from priorflow.solvers.metrics import psnr
 
     chosen = []
     for traj in trajectories:

@@ -79,11 +79,10 @@ def digits_part(record: dict, n: int, official_iters: int, save: Callable[[], No
 
     from priorflow.presets import bundled_prior
     from priorflow.solvers import build_solver
-    from priorflow.solvers.algorithms.dmplug import DMPlug
     from priorflow.solvers.algorithms.base import to_unit
-from priorflow.solvers.physics.noise import randn
+    from priorflow.solvers.algorithms.dmplug import DMPlug
     from priorflow.solvers.metrics import psnr
-    from priorflow.solvers.physics.noise import sample_generators
+    from priorflow.solvers.physics.noise import randn, sample_generators
     from priorflow.solvers.problem import InverseProblem
 
     prior = bundled_prior("pixel", DEVICE)

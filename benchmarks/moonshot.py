@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import torch
 import typer
@@ -24,8 +23,8 @@ from stopping import OUT, load_run, oracle, replay
 from priorflow.presets import bundled_prior
 from priorflow.solvers import build_solver
 from priorflow.solvers.algorithms.base import to_unit
-from priorflow.solvers.metrics import psnr
 from priorflow.solvers.algorithms.stopping import ESWMV
+from priorflow.solvers.metrics import psnr
 
 TASKS = ("sr_x4", "inpaint_70", "deblur_gauss")
 GRID = {"warm_steps": (20, 30, 50), "inversion_iterations": (5, 8), "lr": (3e-3, 1e-2, 3e-2)}

@@ -1,4 +1,4 @@
-"""The physics operators (ct, mri, phase_retrieval: presets.PHYSICS_TASKS) on the bundled digits prior: each task's
+"""The physics operators (ct, mri, phase_retrieval: tables.PHYSICS_TASKS) on the bundled digits prior: each task's
 classical baseline, DPS, MPGD and DMPlug with their defaults, on held-out test digits.
 
 DPS's and MPGD's default scales were chosen on super-resolution, inpainting and deblurring. On each physics task
@@ -21,8 +21,9 @@ import torch
 import typer
 from common import problem, scores
 from results import write_section
+from tables import PHYSICS_TASKS, classical_baseline
 
-from priorflow.presets import NOISE, PHYSICS_TASKS, bundled_prior, classical_baseline
+from priorflow.presets import NOISE, bundled_prior
 
 OUT = Path(__file__).resolve().parent / "out" / "physics.json"
 SCALES = {"dps": [0.25, 0.5, 1.0, 2.0], "mpgd": [0.5, 1.0, 2.0, 4.0, 8.0]}

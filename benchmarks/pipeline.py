@@ -29,9 +29,11 @@ def sr_x4_run(samples: int, solver: str, workers: int):
     solver's tuned options, on a LocalCluster of `workers` single-threaded workers."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from tables import TUNED, solver_options
+
     from priorflow.config import validate_config
     from priorflow.datasets import write_digits_array
-    from priorflow.presets import NOISE, TUNED, solver_options
+    from priorflow.presets import NOISE
 
     work = Path(tempfile.mkdtemp(prefix="priorflow-bench-"))
     return validate_config({

@@ -1,6 +1,6 @@
 """DMPlug's robustness table (its Table 5) on the bundled digits16 prior: SR x4 and Gaussian deblurring, each under
 Gaussian, impulse (salt and pepper), shot (Poisson) and speckle noise at a low and a high level
-(presets.ROBUSTNESS_NOISE).
+(tables.ROBUSTNESS_NOISE).
 
 Every method's options are tuned once, on validation digits with the low Gaussian noise, and left alone for the
 other noise types: the claim under test is robustness to noise of UNKNOWN type and level. DPS's and MPGD's scales
@@ -25,8 +25,9 @@ import typer
 from common import problem, scores
 from results import write_section
 from stopping import load_run, oracle, replay, run_name
+from tables import ROBUSTNESS_NOISE, classical_baseline, solver_options
 
-from priorflow.presets import ROBUSTNESS_NOISE, bundled_prior, classical_baseline, solver_options
+from priorflow.presets import bundled_prior
 
 OUT = Path(__file__).resolve().parent / "out"
 TASKS = ("sr_x4", "deblur_gauss")
@@ -112,7 +113,7 @@ def report() -> None:
         "then `python benchmarks/robustness.py run --task T` for each task and `report`. PSNR in dB, mean over the "
         f"first {records[0]['n_test']} test digits (seeds 0..{records[0]['n_test'] - 1}; noise seeds offset by 10 000). "
         f"Every method tuned once on {records[0]['n_val']} validation digits with the low Gaussian noise, then left "
-        "alone. Noise on [0, 1] (`presets.ROBUSTNESS_NOISE`): " + "; ".join(
+        "alone. Noise on [0, 1] (`tables.ROBUSTNESS_NOISE`): " + "; ".join(
             f"{cell.replace('_', ' ')}: {name} {', '.join(f'{k} {v}' for k, v in params.items())}"
             for cell, (name, params) in ROBUSTNESS_NOISE.items()) + ".",
         "",

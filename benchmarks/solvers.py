@@ -26,20 +26,10 @@ import torch
 import typer
 from common import OracleTracker, problem, replay_es, scores
 from results import write_section
+from tables import DDIM_STEPS, DMPLUG_CAP, DPS_STEPS, MPGD_STEPS, classical_baseline, solver_options
 
 from priorflow.bundled import BUNDLED_PRIORS
-from priorflow.presets import (
-    DDIM_STEPS,
-    DMPLUG_CAP,
-    DPS_STEPS,
-    MPGD_STEPS,
-    NOISE,
-    TASKS,
-    bundled_prior,
-    bundled_prior_kind,
-    classical_baseline,
-    solver_options,
-)
+from priorflow.presets import NOISE, TASKS, bundled_prior, bundled_prior_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -179,7 +169,8 @@ def defaults(n_test: int = 32, threads: int = 1,
     """Every solver with its defaults (no options: what `priorflow restore --solver NAME` runs) on every task,
     against the classical baseline, on the test digits; writes out/defaults.json and the defaults section."""
     torch.set_num_threads(threads)
-    from priorflow.presets import BLIND, problem_for
+    from tables import BLIND, problem_for
+
     from priorflow.solvers import SOLVERS, build_solver, operator_name
     from priorflow.solvers.options import format_value
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 import typer
 from common import problem
+from tables import ROBUSTNESS_NOISE
 
-from priorflow.presets import NOISE, ROBUSTNESS_NOISE, bundled_prior
+from priorflow.presets import NOISE, bundled_prior
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -52,8 +53,8 @@ def main() -> None:
 def record_task(task: str, cells: list[str], split: str, n: int, lr: float, cap: int, sphere: bool) -> dict[str, dict]:
     """Run DMPlug for `cap` iterations with no stopping on the first n digits of a split, for the cells of one
     task solved as one batch (rows independent); every iterate kept."""
-    from priorflow.solvers import InverseProblem, build_operator, build_solver
     from priorflow.presets import TASKS
+    from priorflow.solvers import InverseProblem, build_operator, build_solver
 
     problems = {cell: problem(task, split, n, noise=CELLS[cell][1]) for cell in cells}
     seeds = [s for _, _, cell_seeds in problems.values() for s in cell_seeds]
@@ -101,8 +102,7 @@ def record(split: str = "val", n: int = 12, task: list[str] = typer.Option(None)
 
 def load_run(run: str, split: str) -> dict[str, dict]:
     """The recordings of one DMPlug setting on a split, by cell; z at iteration 0 (the seed's draw) put back."""
-    from priorflow.solvers.physics.noise import randn
-    from priorflow.solvers.physics.noise import sample_generators
+    from priorflow.solvers.physics.noise import randn, sample_generators
 
     out = {}
     for cell in CELLS:

@@ -26,12 +26,11 @@ from results import write_section
 
 from priorflow.presets import bundled_prior
 from priorflow.solvers import build_solver
-from priorflow.solvers.algorithms.dmplug import DMPlug
 from priorflow.solvers.algorithms.base import to_unit
-from priorflow.solvers.physics.noise import randn
-from priorflow.solvers.metrics import psnr
-from priorflow.solvers.physics.noise import sample_generators
+from priorflow.solvers.algorithms.dmplug import DMPlug
 from priorflow.solvers.algorithms.stopping import ESWMV
+from priorflow.solvers.metrics import psnr
+from priorflow.solvers.physics.noise import randn, sample_generators
 
 OUT = Path(__file__).resolve().parent / "out"
 OFFICIAL_ITERS, OFFICIAL_LR = 5000, 1e-2

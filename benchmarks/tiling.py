@@ -21,8 +21,8 @@ from results import write_section
 from priorflow.datasets import digit_mosaics
 from priorflow.presets import BENCHMARK_NOISE_SEED_OFFSET, NOISE, bundled_prior, task
 from priorflow.solvers import build_noise, build_operator, build_solver, simulate_measurements
-from priorflow.solvers.metrics import psnr
 from priorflow.solvers.algorithms.tiling import TileGrid, default_overlap, solve_tiled
+from priorflow.solvers.metrics import psnr
 
 OUT = Path(__file__).resolve().parent / "out" / "tiling.json"
 TASKS = ("sr_x4", "inpaint_70", "deblur_gauss")

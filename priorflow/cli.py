@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from priorflow.errors import PriorflowError
 
 if TYPE_CHECKING:
     from priorflow.config import RunConfig
+
+OPERATOR_NAMES = ("identity", "super_resolution", "inpainting", "gaussian_blur", "motion_blur", "blind_blur", "ct", "mri",
+                  "phase_retrieval")
+NOISE_NAMES = ("none", "gaussian", "poisson", "shot", "impulse", "speckle")
+"""The registries' names, for the help texts without importing torch (tests/test_cli.py checks they are the same)."""
 
 app = typer.Typer(help="Restore image and volume datasets with pretrained diffusion priors.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
@@ -28,6 +34,12 @@ console = Console(stderr=True, soft_wrap=True)
 def main() -> None:
     """Restore image and volume datasets with pretrained diffusion priors."""
     sys.unraisablehook = _drop_abandoned_coroutines
+    for name, value in TELEMETRY_OFF.items():  # before Prefect is imported; a user's own setting wins
+        os.environ.setdefault(name, value)
+
+
+TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+"""Prefect's usage data and its first-run notice stay off in priorflow's commands (set DO_NOT_TRACK=0 to allow them)."""
 
 
 def _drop_abandoned_coroutines(unraisable: Any) -> None:
@@ -52,16 +64,22 @@ def _channels(spec: str) -> tuple[int, ...] | None:
         raise PriorflowError(f"--block-out-channels {spec!r}: expected comma-separated integers such as 32,64") from None
 
 
-def _training_progress(run: Any, steps: int) -> Any:
-    """Run `run(on_step)` under a progress bar of `steps` steps showing the running loss."""
-    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("train", total=steps, loss="-")
+def _trained(what: str, make_config: Callable[[], Any], run: Callable[..., Path], **options: Any) -> None:
+    """Train under a progress bar of its steps showing the running loss, and say where the result went; a bad
+    option is one line and exit 2."""
+    try:
+        config = make_config()
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("train", total=config.steps, loss="-")
 
-        def on_step(step: int, loss: float) -> None:
-            progress.update(task, completed=step, loss=f"{loss:.4f}")
+            def on_step(step: int, loss: float) -> None:
+                progress.update(task, completed=step, loss=f"{loss:.4f}")
 
-        return run(on_step)
+            folder = run(config, on_step=on_step, **options)
+    except (PriorflowError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"{what} written to {folder}")
 
 
 AUGMENT_HELP = ("Random affine transforms of each batch, e.g. 'shift=1.5,rotate=12,scale=0.1,p=0.5' (pixels, "
@@ -90,18 +108,13 @@ def train(
     from priorflow.training.augment import Augmentation
     from priorflow.training.ddpm import TrainConfig, train_prior
 
-    try:
+    def config() -> TrainConfig:
         widths = _channels(block_out_channels)
-        config = TrainConfig(data=data, image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             augment=Augmentation.parse(augment), autoencoder=str(autoencoder) if autoencoder else None,
-                             **({"block_out_channels": widths} if widths else {}))
-        folder = _training_progress(
-            lambda on_step: train_prior(config, out, name=name, checkpoint_every=checkpoint_every, on_step=on_step),
-            config.steps,
-        )
-    except (PriorflowError, ValueError) as exc:
-        _fail(exc)
-    console.print(f"prior written to {folder}")
+        return TrainConfig(data=data, image_size=image_size, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                           augment=Augmentation.parse(augment), autoencoder=str(autoencoder) if autoencoder else None,
+                           **({"block_out_channels": widths} if widths else {}))
+
+    _trained("prior", config, train_prior, out=out, name=name, checkpoint_every=checkpoint_every)
 
 
 @app.command("train-autoencoder")
@@ -127,16 +140,12 @@ def train_autoencoder(
     from priorflow.training.autoencoder import AutoencoderConfig
     from priorflow.training.autoencoder import train_autoencoder as run
 
-    try:
-        config = AutoencoderConfig(kind=kind, data=data, image_size=image_size, latent_channels=latent_channels,
-                                   block_out_channels=_channels(block_out_channels), steps=steps, batch_size=batch_size,
-                                   lr=lr, loss=loss, kl_weight=kl_weight, seed=seed, augment=Augmentation.parse(augment))
-        folder = _training_progress(
-            lambda on_step: run(config, out, name=name, checkpoint_every=checkpoint_every, on_step=on_step), config.steps
-        )
-    except (PriorflowError, ValueError) as exc:
-        _fail(exc)
-    console.print(f"autoencoder written to {folder}")
+    def config() -> AutoencoderConfig:
+        return AutoencoderConfig(kind=kind, data=data, image_size=image_size, latent_channels=latent_channels,
+                                 block_out_channels=_channels(block_out_channels), steps=steps, batch_size=batch_size,
+                                 lr=lr, loss=loss, kl_weight=kl_weight, seed=seed, augment=Augmentation.parse(augment))
+
+    _trained("autoencoder", config, run, out=out, name=name, checkpoint_every=checkpoint_every)
 
 
 @app.command("convert-prior")
@@ -162,56 +171,61 @@ def convert_prior(
 @app.command()
 def compare(
     task: str = typer.Option("sr_x4", help="Degradation preset: sr_x4, inpaint_70 or deblur_gauss."),
-    solvers: str = typer.Option("mpgd,dps,dmplug", help="Comma-separated solvers to compare."),
+    solvers: str = typer.Option("mpgd,dps,dmplug", help="Comma-separated solvers to compare, each with its defaults."),
     count: int = typer.Option(8, min=1, max=200, help="Held-out test digits to restore (of 200)."),
     out: Path = typer.Option(Path("priorflow-compare"), help="Folder for the PNG grid."),
     threads: int = typer.Option(1, help="CPU threads for torch."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda or cuda:N."),
 ) -> None:
-    """Compare solvers on held-out digits with the bundled priors (each solver takes the one of its kind: digits16,
-    with digits16-ae for mpgd_ae/mpgd_z, or digits16-latent): PSNR/SSIM per solver and a PNG grid."""
+    """Compare solvers with their defaults on held-out digits with the bundled priors (each solver takes the one of
+    its kind: digits16, with digits16-ae for mpgd_ae/mpgd_z, or digits16-latent): PSNR/SSIM per solver and a PNG grid."""
     from rich.table import Table
 
     from priorflow.datasets import load_digits
-    from priorflow.presets import TUNED, bundled_prior, bundled_prior_kind, classical_baseline, simulate, solver_options
+    from priorflow.presets import bundled_prior, bundled_prior_kind, classical_baseline, simulate
     from priorflow.presets import task as task_preset
     from priorflow.solvers import build_solver
     from priorflow.solvers.device import set_cpu_threads
-    from priorflow.solvers.metrics import image_metrics
-    from priorflow.viz import save_grid
+    from priorflow.solvers.metrics import psnr, ssim
+    from priorflow.viz import MEASUREMENT, TRUTH, png_bytes, render_grid
 
     try:
         set_cpu_threads(threads)
         preset = task_preset(task)
         names = [n.strip() for n in solvers.split(",") if n.strip()]
-        built = {n: build_solver(n, **solver_options(n, TUNED[task].get(n, {}))) for n in names}
+        built = {n: build_solver(n) for n in names}
         priors = {n: bundled_prior(bundled_prior_kind(n), device) for n in names}
         x, _ = load_digits("test", 16)
         x, seeds = x[:count].to(priors[names[0]].device), list(range(count))
         problem = simulate(task, x, seeds)
     except (PriorflowError, ValueError) as exc:
         _fail(exc)
-    table = Table(title=f"{task}: {count} held-out digits, {preset['operator']}")
+    operator, params = preset["operator"]
+    table = Table(title=f"{task}: {count} held-out digits, {operator}({', '.join(f'{k}={v}' for k, v in params.items())})")
     for column in ("method", "PSNR (dB)", "SSIM", "s / image"):
         table.add_column(column)
-    columns = {"truth": x, "baseline": classical_baseline(task, problem.y)}
-    m = image_metrics(columns["baseline"], x)
-    table.add_row(preset["baseline"], f"{m['psnr'].mean():.2f}", f"{m['ssim'].mean():.3f}", "-")
+    columns = {MEASUREMENT: problem.y, preset["baseline"]: classical_baseline(task, problem.y)}
     for name, solver in built.items():
         with console.status(f"running {name}"):
             result = solver.solve(priors[name], problem, seeds)
         columns[name] = result.x
-        m = image_metrics(result.x, x)
-        table.add_row(name, f"{m['psnr'].mean():.2f}", f"{m['ssim'].mean():.3f}", f"{result.seconds.mean():.2f}")
+        table.add_row(name, f"{psnr(result.x, x).mean():.2f}", f"{ssim(result.x, x).mean():.3f}",
+                      f"{result.seconds.mean():.2f}")
+    baseline = columns[preset["baseline"]]
+    table.add_row(preset["baseline"], f"{psnr(baseline, x).mean():.2f}", f"{ssim(baseline, x).mean():.3f}", "-")
     Console().print(table)
-    console.print(f"grid (truth, baseline, {', '.join(built)}) written to {save_grid(columns, out / f'{task}.png')}")
+    out.mkdir(parents=True, exist_ok=True)
+    grid = out / f"{task}.png"
+    grid.write_bytes(png_bytes(render_grid(columns | {TRUTH: x})))
+    console.print(f"grid ({', '.join([*columns, TRUTH])}) written to {grid}")
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("priorflow-demo"), help="Local folder for the input array, the output group and the grid."),
     task: str = typer.Option("sr_x4", help="Degradation preset: sr_x4, inpaint_70 or deblur_gauss."),
-    solver: str = typer.Option("dmplug", help="dmplug (its defaults), mpgd, dps or ddim (the benchmark's tuned options)."),
+    solver: str = typer.Option("dmplug", help="Any solver of `priorflow solvers` with a pixel prior (dmplug, mpgd, "
+                               "dps, ...), with its defaults."),
     count: int = typer.Option(32, min=1, max=200, help="Held-out test digits to restore."),
     workers: int = typer.Option(2, min=1, help="Local Dask workers."),
 ) -> None:
@@ -221,31 +235,24 @@ def demo(
     and scored; rerunning resumes (finished shards are skipped).
     """
     from priorflow.datasets import write_digits_array
-    from priorflow.flows.console import quiet_console
-    from priorflow.flows.restore import run_restore
-    from priorflow.presets import NOISE, TUNED, solver_options
+    from priorflow.presets import NOISE
     from priorflow.presets import task as task_preset
-    from priorflow.storage.outputs import OutputGroup
-    from priorflow.viz import output_grid
+    from priorflow.storage.location import side_file
 
-    quiet_console()
     try:
         operator, params = task_preset(task)["operator"]
-        options = {} if solver == "dmplug" else solver_options(solver, TUNED[task].get(solver, {}))
         out.mkdir(parents=True, exist_ok=True)
         config = _run_config(None, {
             "input": write_digits_array(str(out / "input.zarr"), "test", count), "output": str(out / f"{task}.zarr"),
             "mode": "benchmark", "prior": "digits16", "operator": {"name": operator, "params": params},
-            "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver, **options},
+            "noise": {"name": NOISE[0], "params": NOISE[1]}, "solver": {"name": solver},
             "cluster": {"workers": workers},
         })
-        with _sample_progress(config.output):
-            summary = run_restore(config, overwrite=True)["summary"]
-        grid = output_grid(OutputGroup.open(config.output), out / f"{task}.png")
+        _restored(config, overwrite=True)
     except PriorflowError as exc:
         _fail(exc)
-    _print_summary(config.output, summary)
-    console.print(f"grid (measurement, restored, ground truth) written to {grid}; outputs in {config.output}")
+    console.print(f"grid (measurement, restored, ground truth) in {side_file(config.output, 'grid.png')}; "
+                  f"outputs in {config.output}")
 
 
 def _params(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -288,11 +295,13 @@ def restore(
                                "(default), dmplug_blind, dmplug_warm, mpgd, mpgd_ae, mpgd_z, dps or ddim; with a latent prior "
                                "mpgd_ldm, dmplug_latent or dps_latent."),
     solver_param: list[str] = typer.Option(None, "--solver-param", "-s", help="Solver option KEY=VALUE (repeatable)."),
-    operator: str = typer.Option(None, help="Forward operator, e.g. super_resolution, inpainting, gaussian_blur."),
+    operator: str = typer.Option(None, help=f"Forward operator (required): {', '.join(OPERATOR_NAMES)}; "
+                                 "`-o KEY=VALUE` sets its parameters (README: Operators)."),
     operator_param: list[str] = typer.Option(None, "--operator-param", "-o", help="Operator parameter KEY=VALUE."),
-    noise: str = typer.Option(None, help="Noise to simulate in benchmark mode: gaussian, poisson, impulse, speckle."),
+    noise: str = typer.Option(None, help=f"Noise to simulate in benchmark mode: {', '.join(NOISE_NAMES)} (default none)."),
     noise_param: list[str] = typer.Option(None, "--noise-param", "-n", help="Noise parameter KEY=VALUE."),
-    mode: str = typer.Option(None, help="measured (input = measurements) or benchmark (input = clean images)."),
+    mode: str = typer.Option(None, help="measured (the default: the input holds measurements) or benchmark (the input "
+                             "holds clean images, which priorflow degrades with the operator and noise, and scores)."),
     prior: str = typer.Option(None, help="Bundled prior name (digits16, digits16-latent), prior folder or ADM checkpoint "
                               "(default digits16)."),
     autoencoder: str = typer.Option(None, help="Autoencoder beside a pixel prior for mpgd_ae/mpgd_z: digits16-ae or a "
@@ -319,10 +328,6 @@ def restore(
                                    "group (only priorflow's own arrays are deleted; anything else is never touched)."),
 ) -> None:
     """Restore every sample of a dataset that the output lacks: shards fan out to Dask workers, results go to Zarr."""
-    from priorflow.flows.console import quiet_console
-    from priorflow.flows.restore import run_restore
-
-    quiet_console()
     try:
         solver_spec = {"name": solver, **_params(solver_param, "--solver-param")} if solver or solver_param else None
         if solver_spec and solver_spec.get("name") is None:
@@ -336,12 +341,24 @@ def restore(
             "tiling": _given(overlap=tile_overlap, window=tile_window),
             "coupling": _given(weight=coupling, halo=coupling_halo),
         }
-        run = _run_config(config, fields, cluster, address=address, workers=workers, gpu=gpu)
-        with _sample_progress(run.output):
-            summary = run_restore(run, overwrite=overwrite)["summary"]
+        _restored(_run_config(config, fields, cluster, address=address, workers=workers, gpu=gpu), overwrite)
     except PriorflowError as exc:
         _fail(exc)
-    _print_summary(run.output, summary)
+
+
+def _restored(run: RunConfig, overwrite: bool) -> None:
+    """Plan the run and say what it will do, run it under a progress bar of samples, print its metrics table."""
+    from priorflow.flows.console import quiet_console
+    from priorflow.flows.restore import plan_run, run_restore
+
+    quiet_console()
+    plan = plan_run(run, overwrite)
+    console.print(plan.describe())
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    with _sample_progress():
+        summary = run_restore(run, overwrite, plan)["summary"]
+    _print_summary(plan.output, summary)
 
 
 @app.command()
@@ -359,58 +376,59 @@ def serve(
     picked up by the next run. Set PREFECT_API_URL to keep the runs on a server; stop with Ctrl-C.
     """
     from priorflow.flows.console import quiet_console
+    from priorflow.flows.restore import plan_run
     from priorflow.flows.schedule import schedule_for, serve_restore
-    from priorflow.tasks.plan import check_run
 
     quiet_console()
     try:
         schedule = schedule_for(cron, interval, timezone)
         run = _run_config(config, {}, cluster)
-        check_run(run)  # a configuration that cannot run fails now, not at 02:00
+        plan_run(run)  # a configuration that cannot run fails now, not at 02:00
         serve_restore(run, schedule, name)
     except PriorflowError as exc:
         _fail(exc)
 
 
+class _Samples(ProgressColumn):
+    """solved/total samples and their rate, or nothing while the workers start."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        rate = f", {task.speed:.2f}/s" if task.speed else ""
+        return Text(f"{task.completed:.0f}/{task.total:.0f} samples{rate}")
+
+
 @contextlib.contextmanager
-def _sample_progress(url: str, every: float = 2.0) -> Iterator[None]:
-    """A progress bar of restored samples, read from the output group's `_done` markers while the flow runs."""
-    from priorflow.storage.outputs import OutputGroup
+def _sample_progress() -> Iterator[None]:
+    """A bar of the samples solved, moving as shards report them (priorflow.flows.progress), with Prefect's log
+    lines printed above it."""
+    from priorflow.flows.console import above
+    from priorflow.flows.progress import shown_by
 
-    stop = threading.Event()
-
-    def poll(progress: Progress, task: TaskID) -> None:
-        while not stop.wait(every):
-            try:
-                done = OutputGroup.open(url).done()
-            except Exception:  # noqa: BLE001 - not created yet, or being prepared: a progress bar never fails a run
-                continue
-            progress.update(task, total=done.size, completed=int(done.sum()))
-
-    with Progress(TextColumn("samples"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+    with Progress(TextColumn("{task.description}"), BarColumn(), _Samples(), TimeRemainingColumn(), console=console,
                   transient=True) as progress:
-        watcher = threading.Thread(target=poll, args=(progress, progress.add_task("samples", total=None)), daemon=True)
-        watcher.start()
-        try:
+        task = progress.add_task("starting a Prefect server and the workers", total=None)
+
+        def show(solved: float, total: int) -> None:
+            progress.update(task, description="solving", completed=solved, total=total)
+
+        with shown_by(show), above(sys.stderr):
             yield
-        finally:
-            stop.set()
-            watcher.join()
 
 
 def _print_summary(url: str, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{url}: {summary['samples_done']}/{summary['samples']} samples restored, "
-                        f"{summary['shards_done']}/{summary['shards']} shards")
+    from priorflow.tasks.reduce import stop_reasons_line, summary_rows, summary_title
+
+    table = Table(title=summary_title(url, summary))
     for column in ("metric", "mean", "median", "std", "count"):
         table.add_column(column)
-    for name in ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe"):
-        if name in summary:
-            m = summary[name]
-            table.add_row(name, f"{m['mean']:.4g}", f"{m['median']:.4g}", f"{m['std']:.4g}", str(m["count"]))
+    for row in summary_rows(summary):
+        table.add_row(*row)
     Console().print(table)
-    console.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.get("stop_reasons", {}).items()))
+    console.print(stop_reasons_line(summary))
 
 
 @app.command("sample-data")
@@ -453,26 +471,30 @@ def ingest(
 def show(
     output: str = typer.Argument(..., help="URL of a restore output group."),
     png: Path = typer.Option(None, help="Where to write the grid (default: OUTPUT's grid beside it, OUT.grid.png)."),
-    count: int = typer.Option(8, min=1, help="Samples in the grid."),
+    count: int = typer.Option(None, min=1, help="Samples in the grid (default: as many as the run's own grid)."),
 ) -> None:
     """Summarise an output group and write a PNG grid of measurement / restored / ground truth."""
     from priorflow.storage.location import write_side_file
     from priorflow.storage.outputs import SUMMARY_ATTRIBUTE, OutputGroup
-    from priorflow.storage.urls import normalize_url
-    from priorflow.tasks.reduce import summarize
-    from priorflow.viz import output_columns, output_grid, png_bytes, render_grid
+    from priorflow.tasks.reduce import GRID_SAMPLES, summarize
+    from priorflow.viz import output_grid, png_bytes
 
     try:
         group = OutputGroup.open(output)
         summary = group.group.attrs.get(SUMMARY_ATTRIBUTE) or summarize(group)
         run = group.run
-        console.print(f"solver {run['solver']['name']}, operator {run['config']['operator']}, prior {run['prior']['name']} "
+        operator = run.get("operator") or {"name": run["config"]["operator"]["name"], **run["config"]["operator"]["params"]}
+        spec = ", ".join(f"{k}={v}" for k, v in operator.items() if k != "name")
+        console.print(f"solver {run['solver']['name']}, operator {operator['name']}({spec}), prior {run['prior']['name']} "
                       f"(sha256 {run['prior']['sha256'][:12]}), mode {run['config']['mode']}")
-        _print_summary(normalize_url(output), summary)
+        _print_summary(group.url, summary)
+        image = png_bytes(output_grid(group, count or GRID_SAMPLES))
         if png is None:
-            written = write_side_file(output, "grid.png", png_bytes(render_grid(output_columns(group, count))))
+            written = write_side_file(output, "grid.png", image)
         else:
-            written = str(output_grid(group, png, count))
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(image)
+            written = str(png)
         console.print(f"grid written to {written}")
     except PriorflowError as exc:
         _fail(exc)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.errors import PriorflowError, unknown_name
 from priorflow.solvers.algorithms.dmplug import DMPlug
 from priorflow.solvers.algorithms.tiling import Window
@@ -19,6 +20,7 @@ from priorflow.solvers.options import options_error
 from priorflow.solvers.physics.noise import NOISE_MODELS
 from priorflow.solvers.physics.registry import OPERATORS
 from priorflow.storage.layout import Kind
+from priorflow.storage.urls import normalize_url
 
 
 class Spec(BaseModel):
@@ -125,16 +127,47 @@ class RunConfig(BaseModel):
         """A solver section without a name is DMPlug's options, as `--solver` is dmplug unless given."""
         return {"name": "dmplug", **solver} if isinstance(solver, dict) and "name" not in solver else solver
 
-    def result_fingerprint(self, prior_sha256: str) -> str:
-        """Hash of everything that determines the results (not where they go or which machines run them); options
-        left to "auto" count with the value they take for this operator."""
+    def locations(self) -> dict[str, str | None]:
+        """Where the input, the prior and the autoencoder are, one spelling each: the input's URL normalised (local
+        paths resolved, file:// as the path, S3 URLs canonical), a prior or autoencoder path resolved (a bundled name
+        stays a name)."""
+        return {"input": normalize_url(self.input), "prior": _local_path(self.prior, BUNDLED_PRIORS),
+                "autoencoder": None if self.autoencoder is None else _local_path(self.autoencoder, BUNDLED_AUTOENCODERS)}
+
+    def result_fingerprint(self, prior_sha256: str, spelled: dict[str, str | None] | None = None) -> str:
+        """Hash of everything that determines the results (not where they go or which machines run them), with its
+        `locations()`, so that a run resumes however they are spelled; options left to "auto" count with the value
+        they take for this operator. `spelled` hashes the locations as given instead (LOCATIONS: what outputs of
+        priorflow before 0.1 hashed), to recognise their results."""
         fields = self.model_dump(mode="json", exclude={"output", "device", "cluster"})
         for name in ("tiling", "coupling"):  # added later: at their defaults they leave older fingerprints as they were
             if getattr(self, name) == type(getattr(self, name))():
                 del fields[name]
         fields["solver"] = self.solver.resolved(self.operator.name).model_dump(mode="json")
+        fields |= self.locations() if spelled is None else spelled
         blob = json.dumps({**fields, "prior_sha256": prior_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def recorded_as(self, record: dict[str, Any], prior_sha256: str) -> bool:
+        """Whether an output's run record describes this run: the same fingerprint, or, for an output fingerprinted
+        with its locations as they were spelled, the same locations spelled as it spells them or as this
+        configuration does."""
+        held = record["fingerprint"]
+        if held == self.result_fingerprint(prior_sha256):
+            return True
+        spellings = [{name: getattr(self, name) for name in LOCATIONS}]
+        theirs = {name: record.get("config", {}).get(name) for name in LOCATIONS}
+        if theirs["input"] and theirs["prior"] and self.model_copy(update=theirs).locations() == self.locations():
+            spellings.append(theirs)
+        return any(held == self.result_fingerprint(prior_sha256, spelled) for spelled in spellings)
+
+
+LOCATIONS = ("input", "prior", "autoencoder")
+
+
+def _local_path(spec: str, bundled: dict[str, Path]) -> str:
+    """A bundled name as it is, any other path resolved."""
+    return spec if spec in bundled else str(Path(spec).expanduser().resolve())
 
 
 def read_mapping(path: Path, what: str) -> dict[str, Any]:

@@ -113,13 +113,13 @@ def write_digits_array(url: str, split: str = "test", count: int = 32, image_siz
     (N, depth, S, S) that change smoothly along depth."""
     import zarr
 
-    from priorflow.storage.inputs import LAYOUT_ATTRIBUTE
+    from priorflow.storage.inputs import LAYOUT_ATTRIBUTE, SAMPLE_DATA
     from priorflow.storage.location import claim_array_location
     from priorflow.storage.urls import open_store
 
     if kind not in SAMPLE_KINDS:
         raise PriorflowError(f"unknown sample data kind {kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
-    claim_array_location(url, DIGITS_WRITER)
+    claim_array_location(url, SAMPLE_DATA)
     if kind == "digits":
         data, layout = load_digits(split, image_size)[0][:count], "images"
     elif kind == "mosaics":
@@ -129,8 +129,6 @@ def write_digits_array(url: str, split: str = "test", count: int = 32, image_siz
     chunks = (16, *data.shape[1:]) if layout == "images" else (1, *data.shape[1:])
     zarr.create_array(open_store(url), data=data.numpy(), chunks=chunks, overwrite=True,
                       attributes={LAYOUT_ATTRIBUTE: layout, "source": f"sklearn digits, {split} split, {kind}",
-                                  "written_by": DIGITS_WRITER})
+                                  "written_by": SAMPLE_DATA})
     return url
 
-
-DIGITS_WRITER = "priorflow sample data"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the benchmarks' tables, tested here
 
 from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.solvers import DiffusionPrior, load_prior

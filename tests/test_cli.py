@@ -147,7 +147,7 @@ def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_ur
     command = [sys.executable, "-m", "priorflow.cli", "demo", "--solver", "mpgd", "--count", "6", "--workers", "1", "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "psnr" in result.stdout and (tmp_path / "sr_x4.png").is_file()
+    assert "psnr" in result.stdout and (tmp_path / "sr_x4.grid.png").is_file() and not (tmp_path / "sr_x4.png").exists()
     shown = runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr"), "--png", str(tmp_path / "grid.png")])
     assert shown.exit_code == 0, shown.output
     assert "solver mpgd" in shown.output and (tmp_path / "grid.png").is_file()

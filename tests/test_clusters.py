@@ -18,7 +18,7 @@ from conftest import digits_run
 
 from priorflow.config import ClusterConfig, SlurmSpec, load_cluster, validate_config
 from priorflow.errors import PriorflowError
-from priorflow.flows.clusters import local_cluster, placement, slurm_cluster_kwargs
+from priorflow.flows.clusters import check_cluster, local_cluster, slurm_cluster_kwargs, task_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -49,17 +49,18 @@ def test_the_deployed_slurm_spec_gives_one_pinned_gpu_worker_per_gpu():
     assert "OMP_NUM_THREADS" not in script
 
 
-def test_slurm_placement_asks_each_task_for_its_gpu_share():
+def test_slurm_jobs_ask_each_task_for_its_gpu_share():
     spec = SlurmSpec(partition="gpu", gpus_per_job=1, jobs=3)
-    where = placement(ClusterConfig(slurm=spec, tasks_per_gpu=2))
-    assert where.gpu_per_task == 0.5 and where.runner.cluster_class == "dask_jobqueue.SLURMCluster"
-    assert where.runner.cluster_kwargs["n_workers"] == 3 and where.runner.cluster_kwargs["cores"] == 2
+    cluster = ClusterConfig(slurm=spec, tasks_per_gpu=2)
+    runner = task_runner(cluster)
+    assert check_cluster(cluster) == 0.5 and runner.cluster_class == "dask_jobqueue.SLURMCluster"
+    assert runner.cluster_kwargs["n_workers"] == 3 and runner.cluster_kwargs["cores"] == 2
     assert "--nthreads 2 " in job_script(spec, tasks_per_gpu=2)  # two tasks at a time on the worker's GPU
-    assert placement(ClusterConfig(slurm=spec, gpu=False)).gpu_per_task is None
+    assert check_cluster(ClusterConfig(slurm=spec, gpu=False)) is None
     with pytest.raises(PriorflowError, match="dask-cuda"):  # not installed here: 4 workers would share GPU 0
-        placement(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 4})))
+        check_cluster(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 4})))
     with pytest.raises(PriorflowError, match="gpus_per_job is 0"):
-        placement(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 0}), gpu=True))
+        check_cluster(ClusterConfig(slurm=spec.model_copy(update={"gpus_per_job": 0}), gpu=True))
 
 
 def test_cpu_only_slurm_jobs_run_a_single_threaded_worker_per_core():
@@ -70,7 +71,7 @@ def test_cpu_only_slurm_jobs_run_a_single_threaded_worker_per_core():
     assert "#SBATCH -A proj" in script and "#SBATCH --qos=low" in script and "#SBATCH --cpus-per-task=4" in script
     assert "module load python\nexport OMP_NUM_THREADS=1\n" in script
     assert "--nthreads 1 " in script and "--nworkers 4 " in script
-    assert placement(ClusterConfig(slurm=spec)).gpu_per_task is None
+    assert check_cluster(ClusterConfig(slurm=spec)) is None
 
 
 def test_a_bad_cluster_spec_names_the_file_and_field(tmp_path):
@@ -155,12 +156,12 @@ def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, prefect_
     from priorflow.storage.outputs import OutputGroup
 
     with cli_cluster("--nworkers", "2", "--nthreads", "1") as (address, workers):
-        assert placement(ClusterConfig(address=address)).gpu_per_task is None  # CPU workers: tasks ask for no GPU
+        assert check_cluster(ClusterConfig(address=address)) is None  # CPU workers: tasks ask for no GPU
         with pytest.raises(PriorflowError, match=r"none of the 2 workers .* advertises a GPU.*--resources GPU=1"):
-            placement(ClusterConfig(address=address, gpu=True))
+            check_cluster(ClusterConfig(address=address, gpu=True))
         nowhere = f"tcp://127.0.0.1:{free_port()}"
         with pytest.raises(PriorflowError, match=f"cannot reach the Dask scheduler at {nowhere}"):
-            placement(ClusterConfig(address=nowhere), connect_timeout=1)
+            check_cluster(ClusterConfig(address=nowhere), connect_timeout=1)
 
         config = validate_config(digits_run(tmp_path, cluster={"address": address}))
         result = run_restore(config)
@@ -198,7 +199,7 @@ def test_gpu_tasks_never_share_a_worker_gpu(tmp_path, prefect_server):
         return any(nxt[0] < prev[1] for prev, nxt in itertools.pairwise(spans))
 
     with cli_cluster("--nworkers", "1", "--nthreads", "2", "--resources", "GPU=1") as (address, _):
-        assert placement(ClusterConfig(address=address)).gpu_per_task == 1  # the worker advertises a GPU
+        assert check_cluster(ClusterConfig(address=address)) == 1  # the worker advertises a GPU
         one = run_restore(validate_config(digits_run(tmp_path / "one", shard_size=3, cluster={"address": address})))
         two = run_restore(validate_config(digits_run(tmp_path / "two", shard_size=3,
                                                      cluster={"address": address, "tasks_per_gpu": 2})))

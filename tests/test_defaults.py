@@ -2,16 +2,17 @@
 defaults are listed by `priorflow solvers`, and an unknown option is answered with the valid ones."""
 
 import pytest
+from tables import BLIND, problem_for
 from typer.testing import CliRunner
 
 from priorflow.cli import app
 from priorflow.config import validate_config
 from priorflow.datasets import load_digits
 from priorflow.errors import PriorflowError
-from priorflow.presets import BLIND, TASKS, bundled_prior_kind, classical_baseline, problem_for, simulate
+from priorflow.presets import TASKS, bundled_prior_kind, classical_baseline, simulate
 from priorflow.solvers import SOLVERS, build_solver
-from priorflow.solvers.options import describe_options
 from priorflow.solvers.metrics import psnr
+from priorflow.solvers.options import describe_options
 
 # ddim ignores the measurements (the prior alone, the unconditional reference): it is not held to the baseline.
 # dmplug_blind takes the blur tasks only, with the kernel unknown. DPS's 1000 steps (30 s a case) and latent DMPlug
@@ -91,7 +92,7 @@ def test_auto_options_resolve_per_operator_and_can_be_asked_for_by_name():
 
 
 def test_presets_derive_from_the_defaults_and_keep_the_recorded_benchmark_values():
-    from priorflow.presets import TUNED
+    from tables import TUNED
 
     # the values behind the tables of benchmarks/RESULTS.md: DPS and MPGD's are now the solvers' defaults
     assert TUNED == {

@@ -58,12 +58,12 @@ def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
     alone = build_solver("mpgd", steps=50, scale=4.0, trace_every=12).solve(prior, InverseProblem(y, op), [13])
     assert np.allclose(alone.x.numpy(), out.read("restored")[6:7], atol=1e-5)
 
-    from priorflow.storage.layout import SampleLayout
-    from priorflow.tasks.solve import restore_shard
+    from priorflow.tasks.plan import make_plan
+    from priorflow.tasks.shard import restore_shard
 
-    shard = SampleLayout.infer((12, 1, 16, 16), 1).plan(config.shard_size)[1]
-    skipped = restore_shard(config, shard)  # as when a worker that wrote it was lost before it reported
-    assert skipped["skipped"] and skipped["solve_s"] == 0.0
+    plan = make_plan(config)
+    skipped = restore_shard(plan, plan.layout.plan(config.shard_size)[1])  # as when a worker that wrote it was lost
+    assert skipped.skipped and skipped.solve_s == 0.0 and not plan.has_work
 
     before = out.read("restored")
     again = run_restore(config)["summary"]

@@ -15,8 +15,8 @@ from priorflow.solvers import (
     load_prior,
     sample_generators,
 )
-from priorflow.solvers.priors.autoencoder import load_autoencoder
 from priorflow.solvers.algorithms.mpgd import MPGDZ, ProjectedMPGD
+from priorflow.solvers.priors.autoencoder import load_autoencoder
 
 SEEDS = [3, 5, 7]
 LATENT = {

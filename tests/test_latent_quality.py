@@ -10,8 +10,8 @@ from conftest import digit_classifier_scores
 from priorflow.bundled import ASSETS, BUNDLED_AUTOENCODERS, BUNDLED_PRIORS, autoencoder_path
 from priorflow.datasets import digits_split_indices, load_digits
 from priorflow.solvers import build_solver, load_prior
-from priorflow.solvers.priors.autoencoder import load_autoencoder
 from priorflow.solvers.metrics import psnr
+from priorflow.solvers.priors.autoencoder import load_autoencoder
 
 pytestmark = pytest.mark.slow
 

@@ -52,9 +52,9 @@ def test_bad_noise_input():
 
 @pytest.mark.parametrize("level", ["low", "high"])
 def test_robustness_levels_have_their_mean_and_variance(level):
-    """The noise of the robustness benchmark (presets.ROBUSTNESS_NOISE) on large draws: each model's mean and
+    """The noise of the robustness benchmark (benchmarks/tables.py) on large draws: each model's mean and
     variance at its level, on a constant image where clipping barely acts (0.3: shot and speckle stay inside [0, 1])."""
-    from priorflow.presets import ROBUSTNESS_NOISE
+    from tables import ROBUSTNESS_NOISE
 
     y = torch.full((1, 1, 512, 512), 0.3)
     expected = {  # name: (mean, variance) of the noisy values

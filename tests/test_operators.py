@@ -1,10 +1,10 @@
 import pytest
 import torch
+from test_physics import LINEAR as PHYSICS_LINEAR
 
 from priorflow.errors import PriorflowError, ShapeError, UnknownNameError
 from priorflow.solvers import build_operator
 from priorflow.solvers.physics.kernels import bicubic_matrix, motion_kernel
-from test_physics import LINEAR as PHYSICS_LINEAR
 
 SHAPE = (3, 16, 16)
 SEEDS = [11, 12, 13]

@@ -17,7 +17,8 @@ from priorflow.flows.restore import run_restore
 from priorflow.storage.location import OutputLocationError
 from priorflow.storage.outputs import OutputGroup, RunConflict
 from priorflow.storage.urls import open_store
-from priorflow.tasks.plan import check_run, output_arrays, run_record
+from priorflow.tasks.output import output_arrays, run_record
+from priorflow.tasks.plan import make_plan
 
 pytestmark = pytest.mark.pipeline
 
@@ -96,18 +97,16 @@ def test_a_users_file_where_the_summary_would_go_is_refused(base):
 
 def test_overwrite_replaces_only_priorflows_own_arrays(base, prefect_server):
     first = config_at(base, f"{base}/out.zarr")
-    checked = check_run(first)
-    layout = checked.layout.with_sample_shape(checked.prior.image_shape)
-    out = OutputGroup.prepare(first.output, layout, first.shard_size,
-                              output_arrays(first, checked.layout, checked.prior, checked.geometry),
-                              run_record(first, checked.layout, checked.geometry, checked.prior.identity, checked.fingerprint))
+    plan = make_plan(first)
+    layout = plan.restored_layout
+    out = OutputGroup.prepare(first.output, layout, first.shard_size, output_arrays(plan), run_record(plan))
     out.write_shard(layout, layout.plan(first.shard_size)[0], {"restored": np.ones((5, 1, 16, 16), dtype="f4")})
     out.group.create_array("notes", data=np.arange(3))  # a user's array, added to the priorflow group
     out.group.attrs["project"] = "lab"
 
     second = first.model_copy(update={"seed": 99})
     with pytest.raises(RunConflict, match="another configuration"):
-        check_run(second)
+        make_plan(second)
     summary = run_restore(second, overwrite=True)["summary"]
     group = zarr.open_group(store=open_store(second.output), mode="r")
     assert summary["samples_done"] == 6 and group.attrs["priorflow_run"]["config"]["seed"] == 99

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tables import PHYSICS_TASKS, classical_baseline, simulate
 
 from priorflow.datasets import load_digits
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.presets import PHYSICS_TASKS, classical_baseline, simulate
 from priorflow.solvers import InverseProblem, build_operator
 from priorflow.solvers.metrics import psnr
 

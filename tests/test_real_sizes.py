@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from priorflow.cli import app
 from priorflow.config import validate_config
 from priorflow.datasets import write_digits_array
-from priorflow.tasks.plan import plan_shards
-from priorflow.tasks.solve import restore_shard
+from priorflow.tasks.output import prepare_output
+from priorflow.tasks.plan import make_plan
+from priorflow.tasks.shard import restore_shard
 
 pytestmark = pytest.mark.pipeline
 QUICK = ["--solver", "mpgd", "-s", "steps=10", "--workers", "1"]
@@ -73,8 +74,9 @@ def _restore_in_process(source: str, out: str, **fields) -> np.ndarray:
                               "operator": {"name": "inpainting", "params": {"fraction": 0.5}}, "shard_size": 3,
                               "noise": {"name": "gaussian", "params": {"sigma": 0.05}},
                               "solver": {"name": "dmplug", "max_iters": 8}, **fields})
-    for shard in plan_shards.fn(config).pending:
-        restore_shard(config, shard)
+    plan = prepare_output.fn(make_plan(config))
+    for shard in plan.pending:
+        restore_shard(plan, shard)
     return zarr.open_group(out, mode="r")["restored"][:]
 
 

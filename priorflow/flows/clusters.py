@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
 
@@ -22,29 +21,24 @@ from priorflow.errors import PriorflowError
 
 START_ATTEMPTS = 3  # tries to start each worker process of a LocalCluster
 WORKER_SETUP = "priorflow.flows.worker_setup"  # preloaded by the workers priorflow starts
+QUIET_CONSOLE = "PRIORFLOW_QUIET_CONSOLE"  # set: worker_setup keeps a worker's Prefect console to warnings
 
 
-@dataclass(frozen=True)
-class Placement:
-    runner: DaskTaskRunner
-    gpu_per_task: float | None  # the Dask `GPU` resource each solver task asks for; None: CPU only, never a GPU
-
-
-def placement(cluster: ClusterConfig, connect_timeout: float = 10.0) -> Placement:
-    """The task runner for `cluster`, and the GPU share of one task (1 / tasks_per_gpu) when the run uses GPUs.
-
-    Fails early, with what to do, where GPU tasks could never be placed and would stay pending forever.
-    """
-    if cluster.address:
-        uses_gpus = _scheduler_uses_gpus(cluster, connect_timeout)
-        return Placement(DaskTaskRunner(address=cluster.address), gpu_share(cluster, uses_gpus))
+def task_runner(cluster: ClusterConfig, scheduler: str | None = None) -> DaskTaskRunner:
+    """The Dask task runner for `cluster` (no connection is made until the flow starts it): the running scheduler
+    at `scheduler` (a LocalCluster started for the run ahead of the flow) or `cluster.address`, SLURM jobs, or a new
+    LocalCluster."""
+    if scheduler or cluster.address:
+        return DaskTaskRunner(address=scheduler or cluster.address)
     _quiet_cluster_logs()
     if cluster.slurm:
-        return _slurm_placement(cluster, cluster.slurm)
+        kwargs = slurm_cluster_kwargs(cluster.slurm, cluster.tasks_per_gpu)
+        return DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster",
+                              cluster_kwargs={**kwargs, "n_workers": cluster.slurm.jobs * kwargs["processes"]})
     import torch
 
-    cluster_class, kwargs, share = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
-    return Placement(DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs), share)
+    cluster_class, kwargs, _ = local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
+    return DaskTaskRunner(cluster_class=cluster_class, cluster_kwargs=kwargs)
 
 
 def local_cluster_now(cluster: ClusterConfig) -> SpecCluster:
@@ -61,6 +55,7 @@ def local_cluster_now(cluster: ClusterConfig) -> SpecCluster:
 def _quiet_cluster_logs() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes: one torch thread each
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the cluster's own chatter stays out of run logs
+    os.environ.setdefault(QUIET_CONSOLE, "1")  # local workers share the terminal: the driver logs for them
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
@@ -136,18 +131,18 @@ def slurm_cluster_kwargs(spec: SlurmSpec, tasks_per_gpu: int = 1) -> dict[str, A
     }
 
 
-def check_cluster(cluster: ClusterConfig, connect_timeout: float = 10.0) -> None:
-    """What can be known about the cluster before a server, a cluster or an output exists: GPUs asked for but
-    absent, missing packages, an existing scheduler that cannot be reached or has no GPU worker when one is needed."""
+def check_cluster(cluster: ClusterConfig, connect_timeout: float = 10.0) -> float | None:
+    """What can be known about the cluster before a server, a cluster or an output exists, and the `GPU` resource
+    one solver task asks for there (None: CPU only, never a GPU). Fails early, with what to do, for GPUs asked for
+    but absent (the tasks would wait forever), missing packages, or an existing scheduler that cannot be reached."""
     if cluster.address:
-        _scheduler_uses_gpus(cluster, connect_timeout)
-        return
+        return gpu_share(cluster, _scheduler_uses_gpus(cluster, connect_timeout))
     if cluster.slurm:
         _check_slurm(cluster, cluster.slurm)
-        return
+        return gpu_share(cluster, cluster.slurm.gpus_per_job > 0 and cluster.gpu is not False)
     import torch
 
-    local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)
+    return local_cluster(cluster, torch.cuda.device_count(), find_spec("dask_cuda") is not None)[2]
 
 
 def _check_slurm(cluster: ClusterConfig, spec: SlurmSpec) -> None:
@@ -158,15 +153,6 @@ def _check_slurm(cluster: ClusterConfig, spec: SlurmSpec) -> None:
                              "pip install 'priorflow[cuda]', or use gpus_per_job: 1 and more jobs")
     if cluster.gpu and not spec.gpus_per_job:
         raise PriorflowError("gpu is set but slurm.gpus_per_job is 0: ask for GPUs per job, or set gpu: false")
-
-
-def _slurm_placement(cluster: ClusterConfig, spec: SlurmSpec) -> Placement:
-    """`spec.jobs` SLURM jobs, submitted when the flow starts the runner and cancelled when it closes it."""
-    _check_slurm(cluster, spec)
-    kwargs = slurm_cluster_kwargs(spec, cluster.tasks_per_gpu)
-    runner = DaskTaskRunner(cluster_class="dask_jobqueue.SLURMCluster",
-                            cluster_kwargs={**kwargs, "n_workers": spec.jobs * kwargs["processes"]})
-    return Placement(runner, gpu_share(cluster, spec.gpus_per_job > 0 and cluster.gpu is not False))
 
 
 def _scheduler_uses_gpus(cluster: ClusterConfig, timeout: float) -> bool:

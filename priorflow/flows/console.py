@@ -9,7 +9,12 @@ killing", a nanny closing busy worker processes on an ordinary exit) goes too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from typing import TextIO
+
+from prefect.logging.handlers import PrefectConsoleHandler
 
 from priorflow.errors import PriorflowError
 
@@ -23,13 +28,32 @@ class UnderstoodErrors(logging.Filter):
         return True
 
 
-def quiet_console() -> None:
-    """Add the filter to every console handler configured now (Prefect's included) and quiet Dask's nannies."""
-    import prefect  # noqa: F401 - configures Prefect's logging, whose console handlers get the filter
-
-    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, UnderstoodErrors) for f in handler.filters):
-                handler.addFilter(UnderstoodErrors())
+def quiet_console(warnings_only: bool = False) -> None:
+    """Add the filter to every console handler configured now (Prefect's included) and quiet Dask's nannies;
+    `warnings_only` keeps Prefect's console to warnings and errors."""
+    for handler in console_handlers():  # Prefect's, configured when it was imported (above)
+        if not any(isinstance(f, UnderstoodErrors) for f in handler.filters):
+            handler.addFilter(UnderstoodErrors())
+        if warnings_only and isinstance(handler, PrefectConsoleHandler):
+            handler.setLevel(logging.WARNING)
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+
+
+def console_handlers() -> list[logging.StreamHandler]:
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    return [h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+
+
+@contextlib.contextmanager
+def above(stream: TextIO) -> Iterator[None]:
+    """Prefect's console lines written to `stream` (a live progress display's proxy, which prints them above the
+    display) instead of the terminal itself, while the context lasts."""
+    handlers = [h for h in console_handlers() if isinstance(h, PrefectConsoleHandler)]
+    saved = [(h.stream, h.console.file) for h in handlers]
+    for handler in handlers:
+        handler.stream, handler.console.file = stream, stream
+    try:
+        yield
+    finally:
+        for handler, (old_stream, old_file) in zip(handlers, saved):
+            handler.stream, handler.console.file = old_stream, old_file

@@ -1,5 +1,6 @@
 """A Prefect API for one run: the configured server (PREFECT_API_URL), or one temporary local server that the
-flow and every Dask worker process share (without it, each worker would start a temporary server of its own)."""
+flow and every Dask worker process share (without it, each worker would start a temporary server of its own), and
+the plugin that points long-lived workers at the current one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -78,3 +81,36 @@ def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
                 APILogWorker.drain_all(timeout=5)  # send the run's last logs (a failure's too) while the server is up
     finally:
         server.stop()
+
+
+class CurrentAPI(WorkerPlugin):
+    """Points a Dask worker's Prefect services at the API of the run that registers it (`client.register_plugin`).
+
+    Prefect keeps per-process services (the log and event workers, the clients that take concurrency slots) and
+    binds each to the API it first talked to. A long-lived worker of an external cluster that served a run under a
+    temporary server therefore kept talking to it after it stopped: every shard of every later run failed after
+    ~90 s, unable to acquire its concurrency slots. Registered by every run, this drains those services when the
+    API changed, so that they are made again for the current one. Runs that share workers at the same time must
+    share a Prefect server (PREFECT_API_URL), as Prefect's services are one per process.
+    """
+
+    name = "priorflow-prefect-api"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def setup(self, worker: Any) -> None:
+        rebind_services(self.url)
+
+
+_BOUND: list[str] = []  # the API this process's Prefect services were last pointed at
+
+
+def rebind_services(url: str) -> None:
+    """Drain this process's Prefect services unless they already belong to `url` (they restart on next use)."""
+    if _BOUND == [url]:
+        return
+    from prefect._internal.concurrency.services import _QueueServiceBase
+
+    _QueueServiceBase.drain_all(timeout=5, at_exit=False)
+    _BOUND[:] = [url]

@@ -15,6 +15,7 @@ from priorflow.storage.layout import Kind, SampleLayout, Shard
 from priorflow.storage.urls import StorageError, describe_storage_error, normalize_url, open_store
 
 LAYOUT_ATTRIBUTE = "priorflow_layout"
+SAMPLE_DATA = "priorflow sample data"  # the `written_by` of arrays `priorflow sample-data` writes: clean images
 
 
 SCAN_ELEMENTS = 2**26  # inputs up to this size (256 MB of float32) are checked whole before a run starts
@@ -26,6 +27,11 @@ class InputDataset:
     array: zarr.Array
     layout: SampleLayout
     measurements: bool = False  # measured data: floats need not lie in [0, 1]
+
+    @property
+    def clean_images(self) -> bool:
+        """Whether the array says it holds clean images (`priorflow sample-data` writes such arrays)."""
+        return self.array.attrs.get("written_by") == SAMPLE_DATA
 
     def read(self, shard: Shard) -> Tensor:
         """The shard's samples as (b, C, h, w) float32; NaN, infinite or (for images) out-of-range values are an error."""

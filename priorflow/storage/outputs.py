@@ -20,6 +20,7 @@ samples are pending.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,6 @@ import zarr
 from zarr.errors import GroupNotFoundError
 
 from priorflow.errors import PriorflowError
-from priorflow.solvers.algorithms.stopping import STOP_REASONS
 from priorflow.storage import ngff
 from priorflow.storage.layout import SampleLayout, Shard
 from priorflow.storage.location import RUN_ATTRIBUTE, inspect_output
@@ -40,6 +40,9 @@ PER_SAMPLE_METRICS = {"psnr": "f8", "ssim": "f8", "lpips": "f8", "iterations": "
 OWN_ARRAYS = ("restored", "latents", "trace", "measurement", "ground_truth",
               *(f"metrics/{m}" for m in PER_SAMPLE_METRICS), *ngff.LEVEL_ARRAYS, "_done")
 """Every array priorflow writes into an output group: the only ones a run with --overwrite ever deletes."""
+
+SameRun = Callable[[dict[str, Any]], bool]
+"""Whether a group's run record describes the run at hand (its fingerprint, or an older spelling of the same)."""
 
 
 class RunConflict(PriorflowError):
@@ -86,15 +89,19 @@ class OutputGroup:
         *,
         input_url: str | None = None,
         overwrite: bool = False,
+        same_run: SameRun | None = None,
     ) -> OutputGroup:
-        """Create the group, or reopen it to resume the same run (same fingerprint). The caller holds the lease.
+        """Create the group, or reopen it to resume the same run (`same_run` of its record; by default, the same
+        fingerprint). The caller holds the lease.
 
         Only a new location or a priorflow group is ever used (priorflow.storage.location). A group holding another
         configuration's results is refused unless `overwrite`, which deletes only priorflow's own arrays; one that
-        holds no finished sample yet (a run that failed before any result) is simply taken over.
+        holds no finished sample yet (a run that failed before any result) is simply taken over. The same run
+        recorded under an older fingerprint gets this run's record, so that it is found by the fingerprint from now on.
         """
         url = normalize_url(url)
-        found = cls.check(url, input_url, run["fingerprint"], overwrite)
+        same_run = same_run or _same_fingerprint(run["fingerprint"])
+        found = cls.check(url, input_url, run["fingerprint"], overwrite, same_run)
         try:
             if found is None:
                 group = zarr.create_group(store=open_store(url), attributes={RUN_ATTRIBUTE: run})
@@ -107,13 +114,15 @@ class OutputGroup:
         output = cls(url, group)
         existing = group.attrs[RUN_ATTRIBUTE]
         leading_chunks = layout.leading_chunks(shard_size)
-        if existing["fingerprint"] != run["fingerprint"]:
+        if not same_run(existing):
             output._delete_own_arrays()
             for attribute in (SUMMARY_ATTRIBUTE, NGFF_ATTRIBUTE):
                 if attribute in group.attrs:
                     del group.attrs[attribute]
             group.attrs[RUN_ATTRIBUTE] = run
-        elif "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
+        elif existing["fingerprint"] != run["fingerprint"]:
+            group.attrs[RUN_ATTRIBUTE] = run
+        if "_done" in group and tuple(group["_done"].chunks) == leading_chunks:  # else: an older format
             check_growth(url, tuple(group["_done"].shape), layout.leading)
         for name, spec in arrays.items():
             output._require(name, (*layout.leading, *spec.trailing), (*leading_chunks, *spec.trailing),
@@ -124,7 +133,8 @@ class OutputGroup:
         return output
 
     @classmethod
-    def check(cls, url: str, input_url: str | None, fingerprint: str, overwrite: bool) -> OutputGroup | None:
+    def check(cls, url: str, input_url: str | None, fingerprint: str, overwrite: bool,
+              same_run: SameRun | None = None) -> OutputGroup | None:
         """Whether a run may write `url`, decided without writing: None for a new location, the priorflow group to
         resume or replace otherwise. Raises for user data, overlap with the input, or another configuration's
         results (unless `overwrite`)."""
@@ -132,7 +142,7 @@ class OutputGroup:
             return None
         found = cls.open(url)
         held = found.run["fingerprint"]
-        if held != fingerprint and found._has_results() and not overwrite:
+        if not (same_run or _same_fingerprint(fingerprint))(found.run) and found._has_results() and not overwrite:
             raise RunConflict(
                 f"{found.url} holds results of another configuration (fingerprint {held[:12]}, this run "
                 f"{fingerprint[:12]}); use a new output, or --overwrite to replace priorflow's arrays in it"
@@ -230,5 +240,5 @@ def check_growth(url: str, held: tuple[int, ...], leading: tuple[int, ...]) -> N
     )
 
 
-def stop_reason_codes(reasons: list[str]) -> np.ndarray:
-    return np.array([STOP_REASONS.index(r) for r in reasons], dtype=np.int8)
+def _same_fingerprint(fingerprint: str) -> SameRun:
+    return lambda run: run["fingerprint"] == fingerprint

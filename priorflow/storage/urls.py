@@ -50,12 +50,15 @@ class StorageError(PriorflowError):
 
 
 def normalize_url(url: str) -> str:
-    """Plain paths and file:// URLs become absolute local paths; other URLs are kept as they are."""
+    """One spelling per location: plain paths and file:// URLs become absolute local paths (resolved); s3a:// is
+    s3://, and the path of any other URL loses doubled and trailing slashes (`s3://b//x/` is `s3://b/x`)."""
     if url.startswith("file://"):
         url = url[len("file://") :]
     if "://" not in url:
         return str(Path(url).expanduser().resolve())
-    return url.rstrip("/")
+    protocol, _, path = url.partition("://")
+    protocol = "s3" if protocol == "s3a" else protocol
+    return f"{protocol}://{'/'.join(part for part in path.split('/') if part)}"
 
 
 def is_local(url: str) -> bool:

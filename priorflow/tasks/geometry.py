@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from priorflow.config import RunConfig
 from priorflow.errors import PriorflowError, ShapeError
-from priorflow.solvers import DiffusionPrior, build_operator
 from priorflow.solvers.algorithms.tiling import TileGrid, default_overlap
+from priorflow.solvers.physics.operators import Operator
 from priorflow.storage.layout import SampleLayout, Shard
 
 
@@ -24,10 +24,11 @@ class Geometry:
         return self.grid.count if self.grid else 1
 
 
-def run_geometry(config: RunConfig, prior: DiffusionPrior, layout: SampleLayout) -> Geometry:
-    """The restored size and the tiles of the input's samples; errors name what does not fit."""
-    channels, side, width = prior.image_shape
-    at_prior = build_operator(config.operator.name, prior.image_shape, [0], **config.operator.params)
+def run_geometry(config: RunConfig, at_prior: Operator, layout: SampleLayout) -> Geometry:
+    """The restored size and the tiles of the input's samples, for the run's operator built at the prior's image
+    shape; errors name what does not fit."""
+    prior_shape = at_prior.image_shape
+    channels, side, width = prior_shape
     expected = at_prior.measurement_shape()[1:]
     sample = layout.sample_shape
     if config.coupling.weight and layout.kind == "images":
@@ -36,7 +37,7 @@ def run_geometry(config: RunConfig, prior: DiffusionPrior, layout: SampleLayout)
     if config.mode == "benchmark":
         image = sample
     elif sample == expected:
-        image = prior.image_shape
+        image = prior_shape
     elif at_prior.local and len(sample) == 3 and sample[0] == expected[0]:
         step = at_prior.measurement_step
         image = (channels, sample[1] * step, sample[2] * step)
@@ -46,8 +47,8 @@ def run_geometry(config: RunConfig, prior: DiffusionPrior, layout: SampleLayout)
                          f"{config.operator.name} at the prior's size{', or larger on its grid' if at_prior.local else ''}){larger}")
     if image[0] != channels:
         raise ShapeError(f"{config.input}: samples have {image[0]} channels, the prior {channels}")
-    if tuple(image) == prior.image_shape:
-        return Geometry(prior.image_shape, tuple(expected), None, config.shard_size)
+    if tuple(image) == prior_shape:
+        return Geometry(prior_shape, tuple(expected), None, config.shard_size)
     if image[1] < side or image[2] < width:
         raise ShapeError(f"{config.input}: samples are images of {image[1]}x{image[2]}, smaller than the prior's "
                          f"{side}x{width}; give images at least the prior's size")

@@ -12,12 +12,11 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from priorflow.config import RunConfig
 from priorflow.storage.layout import SampleLayout
 from priorflow.storage.location import write_side_file
 from priorflow.storage.outputs import PER_SAMPLE_METRICS, SUMMARY_ATTRIBUTE, OutputGroup
-from priorflow.storage.urls import normalize_url
-from priorflow.viz import output_columns, png_bytes, render_grid
+from priorflow.tasks.plan import RunPlan
+from priorflow.viz import output_grid, png_bytes
 
 ARTIFACT_KEYS = {"metrics": "priorflow-metrics", "output": "priorflow-output", "grid": "priorflow-grid"}
 GRID_SAMPLES = 6
@@ -49,32 +48,45 @@ def summarize(output: OutputGroup) -> dict[str, Any]:
     return summary
 
 
+SHOWN_METRICS = ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe")
+
+
+def summary_title(url: str, summary: dict[str, Any]) -> str:
+    return (f"{url}: {summary['samples_done']}/{summary['samples']} samples restored, "
+            f"{summary['shards_done']}/{summary['shards']} shards")
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(metric, mean, median, std, count) of each metric the summary has: the table the artifact and the command
+    line both show."""
+    return [(name, f"{m['mean']:.4g}", f"{m['median']:.4g}", f"{m['std']:.4g}", str(m["count"]))
+            for name in SHOWN_METRICS if (m := summary.get(name))]
+
+
+def stop_reasons_line(summary: dict[str, Any]) -> str:
+    return "stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.get("stop_reasons", {}).items())
+
+
 def markdown_table(url: str, summary: dict[str, Any]) -> str:
-    rows = [f"# priorflow restore: `{url}`", "",
-            f"{summary['samples_done']}/{summary['samples']} samples restored, {summary['shards_done']}/{summary['shards']} shards.", "",
+    rows = [f"# priorflow restore: `{url}`", "", summary_title(url, summary) + ".", "",
             "| metric | mean | median | std | count |", "|---|---|---|---|---|"]
-    for name in ("psnr", "ssim", "lpips", "iterations", "seconds", "nfe"):
-        if name in summary:
-            m = summary[name]
-            rows.append(f"| {name} | {m['mean']:.4g} | {m['median']:.4g} | {m['std']:.4g} | {m['count']} |")
-    rows += ["", "Stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.get("stop_reasons", {}).items())]
-    return "\n".join(rows)
+    rows += ["| " + " | ".join(row) + " |" for row in summary_rows(summary)]
+    return "\n".join([*rows, "", stop_reasons_line(summary).capitalize()])
 
 
 @task(name="reduce-metrics", retries=2, retry_delay_seconds=2)
-def reduce_metrics(config: RunConfig) -> dict[str, Any]:
-    output = OutputGroup.open(config.output, read_only=False)
+def reduce_metrics(plan: RunPlan) -> dict[str, Any]:
+    output = OutputGroup.open(plan.output, read_only=False)
     summary = summarize(output)
     output.group.attrs[SUMMARY_ATTRIBUTE] = summary
-    url = normalize_url(config.output)
+    url = plan.output
     write_side_file(url, "summary.json", json.dumps(summary, indent=1).encode())
-    columns = output_columns(output, GRID_SAMPLES)
-    png = png_bytes(render_grid(columns))
+    png = png_bytes(output_grid(output, GRID_SAMPLES))
     grid = write_side_file(url, "grid.png", png)
     create_markdown_artifact(markdown_table(url, summary), key=ARTIFACT_KEYS["metrics"], description="per-sample metrics")
     create_link_artifact(url, link_text=url, key=ARTIFACT_KEYS["output"], description="the output Zarr group")
     create_markdown_artifact(
-        f"# First {GRID_SAMPLES} samples of `{url}`\n\nColumns: {', '.join(columns)}.\n\n"
+        f"# First {GRID_SAMPLES} samples of `{url}`\n\n"
         f"![restored samples](data:image/png;base64,{base64.b64encode(png).decode()})\n\nFile: `{grid}`",
         key=ARTIFACT_KEYS["grid"], description="a few restored samples",
     )

@@ -20,19 +20,9 @@ from torch import Tensor
 
 import priorflow
 from priorflow.datasets import load_digits
+from priorflow.solvers.priors.files import METADATA_FILE, WEIGHTS_FILE
 from priorflow.training.augment import Augmentation, upsample
-from priorflow.training.common import (
-    METADATA_FILE,
-    WEIGHTS_FILE,
-    data_metadata,
-    ema_update,
-    learning_rate,
-    load_checkpoint,
-    optimise,
-    restore_training,
-    save_checkpoint,
-    training_images,
-)
+from priorflow.training.common import Loop, data_metadata, fit, training_images
 from priorflow.training.latent import encoder_for
 
 
@@ -113,30 +103,14 @@ def train_autoencoder(
     ema = build_autoencoder(config, images.shape[1]).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    step, averages = 0, {}
-    state = load_checkpoint(out, config.model_dump(mode="json"))
-    if state is not None:
-        step, averages = restore_training(state, model, ema, optimizer, generator), state["losses"]
 
-    model.train()
-    while step < config.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config.lr, config.warmup_steps, config.steps, step)
+    def losses(generator: torch.Generator) -> dict[str, Tensor]:
         batch = images[torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)]
-        batch = config.augment(batch, generator, config.image_size).mul(2.0).sub(1.0)
-        losses = _losses(model, config, batch, generator)
-        optimise(model, optimizer, losses["loss"])
-        if config.ema_decay:
-            ema_update(ema, model, config.ema_decay, step)
-        step += 1
-        for key, value in losses.items():
-            averages[key] = value.item() if key not in averages else 0.98 * averages[key] + 0.02 * value.item()
-        if on_step is not None:
-            on_step(step, averages["loss"])
-        if step % checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(out, {"config": config.model_dump(mode="json"), "model": model.state_dict(),
-                                  "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "generator": generator.get_state(), "step": step, "losses": averages})
+        return _losses(model, config, config.augment(batch, generator, config.image_size).mul(2.0).sub(1.0), generator)
+
+    loop = Loop(out, config.model_dump(mode="json"), config.steps, config.lr, config.warmup_steps, config.ema_decay,
+                checkpoint_every)
+    averages = fit(loop, model, ema, optimizer, generator, losses, on_step)
     final = ema if config.ema_decay else model
     plain = upsample(images, config.image_size)
     return export_autoencoder(final.eval(), config, plain, out / "autoencoder", name=name, final_losses=averages)

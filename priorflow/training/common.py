@@ -1,10 +1,11 @@
-"""Pieces shared by the trainers: training images, the learning-rate schedule, EMA and resumable checkpoints."""
+"""What the trainers share: training images, the learning-rate schedule, EMA, resumable checkpoints and the loop."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,6 @@ from priorflow.datasets import digits_source, digits_split_indices, load_image_a
 from priorflow.errors import PriorflowError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # diffusers' name for a model folder's safetensors weights
-METADATA_FILE = "priorflow.json"
 
 
 def training_images(data: str, image_size: int) -> Tensor:
@@ -103,5 +102,47 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+@dataclass(frozen=True)
+class Loop:
+    """How a model is trained: `steps` optimiser steps at a peak learning rate `lr` (warm-up, then cosine decay),
+    an EMA of the weights (decay 0: none), and a resumable checkpoint in `folder` every `checkpoint_every` steps,
+    made with the configuration `identity` (resuming another one is refused)."""
+
+    folder: Path
+    identity: dict[str, Any]
+    steps: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    checkpoint_every: int
+
+
+def fit(loop: Loop, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
+        generator: torch.Generator, losses_of: Callable[[torch.Generator], dict[str, Tensor]],
+        on_step: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    """The loop of both trainers, resumed from `loop.folder`'s checkpoint if there is one: each step sets the
+    learning rate, draws a batch's losses (`losses_of(generator)`, whose "loss" is optimised), takes one clipped
+    step, moves the EMA and the losses' running averages, and checkpoints. Returns the running averages."""
+    step, averages = 0, {}
+    state = load_checkpoint(loop.folder, loop.identity)
+    if state is not None:
+        step = restore_training(state, model, ema, optimizer, generator)
+        averages = state["losses"] if "losses" in state else {"loss": state["loss_ema"]}  # older prior checkpoints
+    model.train()
+    while step < loop.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(loop.lr, loop.warmup_steps, loop.steps, step)
+        losses = losses_of(generator)
+        optimise(model, optimizer, losses["loss"])
+        if loop.ema_decay:
+            ema_update(ema, model, loop.ema_decay, step)
+        step += 1
+        for key, value in losses.items():
+            averages[key] = value.item() if key not in averages else 0.98 * averages[key] + 0.02 * value.item()
+        if on_step is not None:
+            on_step(step, averages["loss"])
+        if step % loop.checkpoint_every == 0 or step == loop.steps:
+            save_checkpoint(loop.folder, {"config": loop.identity, "model": model.state_dict(), "ema": ema.state_dict(),
+                                          "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                          "step": step, "losses": averages})
+    return averages

@@ -20,21 +20,9 @@ from torch import Tensor
 
 import priorflow
 from priorflow.solvers.priors.diffusion import NoiseSchedule
+from priorflow.solvers.priors.files import METADATA_FILE, WEIGHTS_FILE, sha256_file
 from priorflow.training.augment import Augmentation, upsample
-from priorflow.training.common import (
-    CHECKPOINT_FILE,
-    METADATA_FILE,
-    WEIGHTS_FILE,
-    data_metadata,
-    ema_update,
-    file_sha256,
-    learning_rate,
-    load_checkpoint,
-    optimise,
-    restore_training,
-    save_checkpoint,
-    training_images,
-)
+from priorflow.training.common import CHECKPOINT_FILE, Loop, data_metadata, fit, training_images
 from priorflow.training.latent import SCHEDULE, encoder_for, export_latent_prior, load_frozen_autoencoder
 
 __all__ = ["CHECKPOINT_FILE", "TrainConfig", "build_unet", "export_prior", "train_prior"]
@@ -94,7 +82,7 @@ def _batches(config: TrainConfig, images: Tensor) -> tuple[Callable[[torch.Gener
     else:
         folder = Path(config.autoencoder)
         model, scaling_factor = load_frozen_autoencoder(folder)
-        encode, digest = encoder_for(model, scaling_factor), file_sha256(folder / WEIGHTS_FILE)
+        encode, digest = encoder_for(model, scaling_factor), sha256_file(folder / WEIGHTS_FILE)
     pool = images
     if encode is not None and not config.augment.active:
         pool = torch.cat([encode(upsample(b, config.image_size).mul(2.0).sub(1.0)) for b in images.split(256)])
@@ -129,33 +117,20 @@ def train_prior(
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     alphas_cumprod = torch.tensor(NoiseSchedule.linear().alphas_cumprod, dtype=torch.float32)
-    step, loss_ema = 0, None
     identity = config.model_dump(mode="json") | ({"autoencoder_sha256": autoencoder_sha} if autoencoder_sha else {})
-    state = load_checkpoint(out, identity)
-    if state is not None:
-        step, loss_ema = restore_training(state, model, ema, optimizer, generator), state["loss_ema"]
 
-    model.train()
-    while step < config.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config.lr, config.warmup_steps, config.steps, step)
+    def losses(generator: torch.Generator) -> dict[str, Tensor]:
+        """The epsilon-prediction loss of a batch noised at random timesteps."""
         batch = draw(generator)
         t = torch.randint(0, alphas_cumprod.numel(), (config.batch_size,), generator=generator)
         noise = torch.randn(batch.shape, generator=generator)
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = abar.sqrt() * batch + (1 - abar).sqrt() * noise
-        loss = F.mse_loss(model(noisy, t).sample, noise)
-        optimise(model, optimizer, loss)
-        ema_update(ema, model, config.ema_decay, step)
-        step += 1
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-        if on_step is not None:
-            on_step(step, loss_ema)
-        if step % checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(out, {"config": identity, "model": model.state_dict(), "ema": ema.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                                  "step": step, "loss_ema": loss_ema})
-    return export_prior(ema, config, out / "prior", name=name, final_loss=loss_ema)
+        return {"loss": F.mse_loss(model(noisy, t).sample, noise)}
+
+    loop = Loop(out, identity, config.steps, config.lr, config.warmup_steps, config.ema_decay, checkpoint_every)
+    averages = fit(loop, model, ema, optimizer, generator, losses, on_step)
+    return export_prior(ema, config, out / "prior", name=name, final_loss=averages.get("loss"))
 
 
 def _reproduce(config: TrainConfig, name: str) -> str:
@@ -192,7 +167,7 @@ def export_prior(network: torch.nn.Module, config: TrainConfig, folder: Path, *,
                               "scaling_factor, epsilon prediction; images scaled from [0, 1] to [-1, 1]")
         metadata["autoencoder"] = {
             "name": ae_metadata.get("name"),
-            "sha256": file_sha256(autoencoder / WEIGHTS_FILE),
+            "sha256": sha256_file(autoencoder / WEIGHTS_FILE),
             "reproduce": ae_metadata.get("reproduce", f"(trained outside priorflow: {autoencoder})"),
         }
         return export_latent_prior(network, autoencoder, folder, metadata)

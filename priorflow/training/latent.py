@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from priorflow.errors import PriorflowError
-from priorflow.training.common import METADATA_FILE, WEIGHTS_FILE
+from priorflow.solvers.priors.files import METADATA_FILE, WEIGHTS_FILE
 
 AUTOENCODER_CLASSES = {"AutoencoderKL": "vae", "VQModel": "vqvae"}
 AUTOENCODER_FILES = ("config.json", WEIGHTS_FILE, METADATA_FILE)

@@ -20,9 +20,11 @@ tiled problem (tiling.py), a coupled objective (coupling.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -67,16 +69,46 @@ def to_unit(x: Tensor) -> Tensor:
     return (x + 1.0) / 2.0
 
 
-class Recorder:
-    """Wall time attributed to the samples active in each step, network evaluations, and latent snapshots."""
+class Progress:
+    """Where the fraction of a batch that is done goes while `reporting` is active (a pipeline's progress bar). The
+    first recorder made inside reports; solvers it runs on the way (a warm start's MPGD) do not."""
 
-    def __init__(self, batch: int, trace_every: int, trace_steps: list[int]) -> None:
+    def __init__(self, sink: Callable[[float], None]) -> None:
+        self.sink = sink
+        self.owner: Recorder | None = None
+
+
+_PROGRESS: ContextVar[Progress | None] = ContextVar("priorflow_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(sink: Callable[[float], None]) -> Iterator[None]:
+    """Within it, the solve tells `sink` after every step the fraction of its batch done: each row's steps over the
+    most it can take, and 1 for a row that has left the batch (stopped early)."""
+    token = _PROGRESS.set(Progress(sink))
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+class Recorder:
+    """Wall time attributed to the samples active in each step, network evaluations, latent snapshots, and the
+    progress of the batch (see `reporting`)."""
+
+    def __init__(self, batch: int, trace_every: int, trace_steps: list[int], most_steps: int = 1) -> None:
         self.seconds = torch.zeros(batch, dtype=torch.float64)
         self.nfe = torch.zeros(batch, dtype=torch.long)
         self.trace_every = trace_every
         self.trace_steps = trace_steps
         self.trace: Tensor | None = None
         self._start = time.perf_counter()
+        self._progress = _PROGRESS.get()
+        if self._progress is not None and self._progress.owner is None:
+            self._progress.owner = self
+        self._steps = torch.zeros(batch)
+        self._left = torch.zeros(batch, dtype=torch.bool)
+        self._most = max(1, most_steps)
 
     def step(self, index: Tensor, nfe: int) -> None:
         """Close a step in which the samples at `index` were computed together."""
@@ -85,6 +117,16 @@ class Recorder:
         self.seconds[cpu_index] += (now - self._start) / len(cpu_index)
         self.nfe[cpu_index] += nfe
         self._start = now
+        if self._progress is not None and self._progress.owner is self:
+            self._report(cpu_index)
+
+    def _report(self, index: Tensor) -> None:
+        computed = torch.zeros_like(self._left)
+        computed[index] = True
+        self._left |= (self._steps > 0) & ~computed  # rows only ever leave a batch, never come back
+        self._steps[index] += 1
+        done = torch.where(self._left, 1.0, (self._steps / self._most).clamp(max=1.0))
+        self._progress.sink(float(done.mean()))  # type: ignore[union-attr]
 
     def snapshot(self, step: int, latent: Tensor, index: Tensor) -> None:
         if not self.trace_every or step <= 0 or step % self.trace_every or step // self.trace_every > len(self.trace_steps):
@@ -138,7 +180,7 @@ class Solver(BaseModel):
         return list(range(k, self.last_step + 1, k)) if k > 0 else []
 
     def recorder(self, batch: int) -> Recorder:
-        return Recorder(batch, self.trace_every, self.trace_steps())
+        return Recorder(batch, self.trace_every, self.trace_steps(), self.last_step)
 
     def solve(
         self,

@@ -115,7 +115,7 @@ def default_overlap(tile: int, margin: int, step: int) -> int:
 
 @dataclass
 class TiledResult:
-    """The stitched images (B, C, H, W) and the solver's result per tile (B * count rows)."""
+    """The stitched images (B, C, H, W) and the solver's result per row: per tile (B * count rows), or per image."""
 
     x: Tensor
     tiles: SolverResult
@@ -133,14 +133,18 @@ def solve_tiled(
     prior: DiffusionPrior,
     problem: InverseProblem,
     seeds: Sequence[int],
-    grid: TileGrid,
+    grid: TileGrid | None,
     window: Window = "cosine",
     callback: Callback | None = None,
     coupling: DepthCoupling | None = None,
 ) -> TiledResult:
-    """Restore images larger than the prior: `problem` holds whole images' measurements and an operator on whole
-    images; `seeds` gives each tile its seed (B * count, sample-major); `coupling` links tile rows (DepthCoupling.chain
-    with `tiles=grid.count`)."""
+    """Restore whole images: `problem` holds whole images' measurements and an operator on whole images. With a
+    `grid`, images larger than the prior are solved tile by tile: `seeds` gives each tile its seed (B * count,
+    sample-major) and `coupling` links tile rows (DepthCoupling.chain with `tiles=grid.count`); without one the
+    images are the prior's size and solved as they are."""
+    if grid is None:
+        result = solver.solve(prior, problem, seeds, callback, coupling)
+        return TiledResult(result.x, result)
     tiled = tile_problem(problem, grid, prior.image_shape)
     result = solver.solve(prior, tiled, seeds, callback, coupling)
     return TiledResult(grid.stitch(result.x, window), result)

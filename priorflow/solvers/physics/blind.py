@@ -17,6 +17,7 @@ from priorflow.solvers.physics.noise import randn
 from priorflow.solvers.physics.operators import Operator, follow
 from priorflow.solvers.problem import Learned, MeasurementFit, Objective
 
+
 def blind_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
     """Zero-padded 'same' convolution of each sample with its own kernel (B or 1, k, k), as DMPlug's blind_blur.
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from priorflow.errors import PriorLoadError
 from priorflow.solvers.device import resolve_device
-from priorflow.solvers.priors.checkpoints import load_adm_checkpoint
 from priorflow.solvers.priors.autoencoder import load_autoencoder
+from priorflow.solvers.priors.checkpoints import load_adm_checkpoint
 from priorflow.solvers.priors.diffusion import NoiseSchedule
 from priorflow.solvers.priors.files import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_json, sha256_file
 from priorflow.solvers.priors.prior import DiffusionPrior
