@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench s3
+.PHONY: demo test test-fast bench s3
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,9 +21,15 @@ demo: $(STAMP)
 s3:
 	bash scripts/local-s3.sh install
 
+TEST_ENV := PRIORFLOW_REQUIRE_S3=1 OMP_NUM_THREADS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=$(CURDIR)/.prefect-test
+
+# every tier, two test processes (one per core of these machines): what CI runs
 test: $(STAMP) s3
-	PRIORFLOW_REQUIRE_S3=1 OMP_NUM_THREADS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=$(CURDIR)/.prefect-test \
-		$(PY) -m pytest -q -p no:cacheprovider
+	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -n 2
+
+# the fast tier alone: without the slower one (-m slow: quality checks of the bundled priors, kill trials)
+test-fast: $(STAMP) s3
+	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not slow"
 
 bench: $(STAMP)
 	for task in sr_x4 inpaint_70 deblur_gauss; do for group in pixel latent; do \

@@ -204,15 +204,15 @@ def compare(
     table = Table(title=f"{task}: {count} held-out digits, {operator}({', '.join(f'{k}={v}' for k, v in params.items())})")
     for column in ("method", "PSNR (dB)", "SSIM", "s / image"):
         table.add_column(column)
-    columns = {MEASUREMENT: problem.y, preset["baseline"]: classical_baseline(task, problem.y)}
+    baseline = classical_baseline(task, problem.y)
+    columns = {MEASUREMENT: problem.y, preset["baseline"]: baseline}
+    table.add_row(preset["baseline"], f"{psnr(baseline, x).mean():.2f}", f"{ssim(baseline, x).mean():.3f}", "-")
     for name, solver in built.items():
         with console.status(f"running {name}"):
             result = solver.solve(priors[name], problem, seeds)
         columns[name] = result.x
         table.add_row(name, f"{psnr(result.x, x).mean():.2f}", f"{ssim(result.x, x).mean():.3f}",
                       f"{result.seconds.mean():.2f}")
-    baseline = columns[preset["baseline"]]
-    table.add_row(preset["baseline"], f"{psnr(baseline, x).mean():.2f}", f"{ssim(baseline, x).mean():.3f}", "-")
     Console().print(table)
     out.mkdir(parents=True, exist_ok=True)
     grid = out / f"{task}.png"

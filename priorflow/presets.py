@@ -11,7 +11,14 @@ from torch import Tensor
 
 from priorflow.bundled import BUNDLED_AUTOENCODERS, BUNDLED_PRIORS
 from priorflow.errors import unknown_name
-from priorflow.solvers import DiffusionPrior, InverseProblem, build_noise, build_operator, build_solver, simulate_measurements
+from priorflow.solvers import (
+    DiffusionPrior,
+    InverseProblem,
+    build_noise,
+    build_operator,
+    build_solver,
+    simulate_measurements,
+)
 from priorflow.solvers.priors.loading import PriorCache
 
 TASKS: dict[str, dict[str, Any]] = {

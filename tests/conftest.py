@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -229,3 +235,48 @@ def local_s3(tmp_path_factory: pytest.TempPathFactory):
         import logging
 
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
+    """`dask scheduler` and `dask worker ...` started from the command line; their address and worker addresses."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    commands = [[str(Path(sys.executable).parent / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                 "--no-dashboard"],
+                [str(Path(sys.executable).parent / "dask"), "worker", address, "--host", "127.0.0.1", "--no-dashboard", *worker_args]]
+    processes = []
+    try:
+        for command in commands:
+            processes.append(subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(int(worker_args[worker_args.index("--nworkers") + 1]), timeout=120)
+            workers = set(client.scheduler_info(n_workers=-1)["workers"])
+        yield address, workers
+    finally:
+        for process in reversed(processes):
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A Dask scheduler and two single-threaded workers started from the command line, as a site runs them, for the
+    flow tests that do not test how a run starts its cluster: warm workers save each run the seconds a LocalCluster
+    takes to start. Started before the S3 server's environment exists, so not for runs on S3."""
+    with cli_cluster("--nworkers", "2", "--nthreads", "1", "--preload", "priorflow.flows.worker_setup") as (address, _):
+        yield address

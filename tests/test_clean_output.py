@@ -71,10 +71,10 @@ def test_a_shard_that_fails_in_a_worker_is_reported_without_traceback(tmp_path, 
     assert run_restore(config, overwrite=True)["summary"]["samples_done"] == 12
 
 
-def test_outputs_open_with_xarray_and_hold_only_zarr(tmp_path, prefect_server):
+def test_outputs_open_with_xarray_and_hold_only_zarr(tmp_path, prefect_server, dask_address):
     import xarray as xr
 
-    config = validate_config(digits_run(tmp_path, count=6, cluster={"workers": 1}))
+    config = validate_config(digits_run(tmp_path, count=6, cluster={"address": dask_address}))
     run_restore(config)
     data = xr.open_zarr(config.output, consolidated=False)
     assert data["restored"].dims == ("sample", "channel", "y", "x")

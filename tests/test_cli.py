@@ -14,10 +14,24 @@ def test_every_command_has_help():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+def test_help_names_every_operator_and_noise_and_the_defaults():
+    from priorflow.cli import NOISE_NAMES, OPERATOR_NAMES
+    from priorflow.solvers import NOISE_MODELS, OPERATORS
+
+    assert OPERATOR_NAMES == tuple(OPERATORS) and NOISE_NAMES == tuple(NOISE_MODELS)  # the help's lists are the registries'
+    text = " ".join(runner.invoke(app, ["restore", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert "shot" in text and "none" in text and "phase_retrieval" in text
+    assert "measured (the default" in text and "Forward operator (required)" in text
+
+
 def test_compare_restores_and_writes_a_grid(tmp_path):
-    result = runner.invoke(app, ["compare", "--solvers", "mpgd,ddim", "--count", "2", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["compare", "--solvers", "mpgd,ddim", "--count", "2", "--out", str(tmp_path)],
+                           env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "mpgd" in result.output and "bicubic upsampling" in result.output
+    text = " ".join(result.output.split())
+    assert "mpgd" in text and "bicubic upsampling" in text and "LPIPS" not in text
+    assert "super_resolution(factor=4, method=bicubic)" in text
+    assert "(measurement, bicubic upsampling, mpgd, ddim, ground truth)" in text
     assert (tmp_path / "sr_x4.png").stat().st_size > 0
 
 
@@ -138,45 +152,74 @@ def test_serve_bad_input_exits_non_zero(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path, prefect_api_url):
+def test_demo_runs_the_pipeline_then_show_summarises_it(tmp_path):
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"OMP_NUM_THREADS": "1"}  # as `make demo`
     command = [sys.executable, "-m", "priorflow.cli", "demo", "--solver", "mpgd", "--count", "6", "--workers", "1", "--out", str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "psnr" in result.stdout and (tmp_path / "sr_x4.grid.png").is_file() and not (tmp_path / "sr_x4.png").exists()
-    shown = runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr"), "--png", str(tmp_path / "grid.png")])
+    assert "psnr" in result.stdout and "benchmark mode: 6 images" in result.stderr
+    assert "Error logging to API" not in result.stderr, result.stderr  # the workers close before the server stops
+    grid = tmp_path / "sr_x4.grid.png"
+    assert grid.is_file() and not (tmp_path / "sr_x4.png").exists()  # one grid, the flow's
+    written = grid.read_bytes()
+    shown = runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr")])
     assert shown.exit_code == 0, shown.output
-    assert "solver mpgd" in shown.output and (tmp_path / "grid.png").is_file()
+    assert "solver mpgd, operator super_resolution(factor=4, method=bicubic)" in shown.output
+    assert grid.read_bytes() == written  # show writes the flow's own grid again, the same
+    assert runner.invoke(app, ["show", str(tmp_path / "sr_x4.zarr"), "--png", str(tmp_path / "g.png")]).exit_code == 0
+    assert (tmp_path / "g.png").is_file()
     assert runner.invoke(app, ["show", str(tmp_path / "nothing.zarr")]).exit_code == 2
 
 
-@pytest.mark.pipeline
-def test_restore_with_latent_and_projected_solvers_from_the_command_line(tmp_path, prefect_api_url):
-    """The bundled latent prior with mpgd_ldm, and digits16 with the bundled autoencoder for mpgd_z, end to end
-    through the CLI, the flow and a LocalCluster; the output read back with plain zarr."""
+def test_no_telemetry_notice_in_a_terminal(tmp_path):
+    """Prefect prints its usage-data notice on first import in an interactive terminal; priorflow's commands switch
+    Prefect's telemetry off, notice included."""
     import os
+    import pty
     import subprocess
     import sys
 
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("DO_NOT_TRACK", "CI")} | {"PREFECT_HOME": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "priorflow.cli", "restore", str(tmp_path / "missing.zarr"),
+                                str(tmp_path / "out.zarr"), "--operator", "identity"], stdin=follower, stdout=follower,
+                               stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 2
+    text = output.decode(errors="replace")
+    assert "no Zarr array at" in text and "anonymous usage" not in text, text
+
+
+@pytest.mark.pipeline
+def test_restore_with_latent_and_projected_solvers_from_the_command_line(tmp_path, prefect_server, dask_address):
+    """The bundled latent prior with mpgd_ldm, and digits16 with the bundled autoencoder for mpgd_z, end to end
+    through the CLI, the flow and a Dask cluster; the output read back with plain zarr."""
     import numpy as np
     import zarr
 
     from priorflow.datasets import write_digits_array
 
     source = write_digits_array(str(tmp_path / "in.zarr"), "test", 6)
-    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
     common = ["--mode", "benchmark", "--operator", "super_resolution", "-o", "factor=4", "--noise", "gaussian",
-              "-n", "sigma=0.05", "--workers", "1", "--shard-size", "4"]
+              "-n", "sigma=0.05", "--address", dask_address, "--shard-size", "4"]
     runs = {"ldm": ["--prior", "digits16-latent", "--solver", "mpgd_ldm"],
             "z": ["--prior", "digits16", "--autoencoder", "digits16-ae", "--solver", "mpgd_z"]}
     for name, args in runs.items():
-        command = [sys.executable, "-m", "priorflow.cli", "restore", source, str(tmp_path / f"{name}.zarr"), *common, *args]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = runner.invoke(app, ["restore", source, str(tmp_path / f"{name}.zarr"), *common, *args])
+        assert result.exit_code == 0, result.output
         group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")
         restored, latents = group["restored"][:], group["latents"][:]
         assert restored.shape == (6, 1, 16, 16) and np.isfinite(restored).all()

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import signal
-import socket
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import digits_run
+from conftest import cli_cluster, digits_run, free_port
 
 from priorflow.config import ClusterConfig, SlurmSpec, load_cluster, validate_config
 from priorflow.errors import PriorflowError
@@ -114,63 +108,40 @@ def test_local_cluster_layouts():
     assert local_cluster(ClusterConfig(gpu=False), gpus=2, has_dask_cuda=True)[2] is None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
-    """`dask scheduler` and `dask worker ...` started from the command line; their address and worker addresses."""
-    from distributed import Client
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    commands = [[str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                 "--no-dashboard"],
-                [str(VENV_BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--no-dashboard", *worker_args]]
-    processes = []
-    try:
-        for command in commands:
-            processes.append(subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(int(worker_args[worker_args.index("--nworkers") + 1]), timeout=120)
-            workers = set(client.scheduler_info(n_workers=-1)["workers"])
-        yield address, workers
-    finally:
-        for process in reversed(processes):
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 @pytest.mark.pipeline
-def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, prefect_server):
+def test_restore_on_a_scheduler_started_from_the_command_line(tmp_path, dask_address, prefect_server):
+    """A site's long-lived cluster (`dask scheduler`, `dask worker`): placement is checked against it, and runs one
+    after the other each complete on its workers, a later one under another temporary Prefect server than the
+    earlier (whose address the workers' Prefect services once kept: every shard then failed after ~90 s, unable to
+    acquire its concurrency slots)."""
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from priorflow.flows.restore import run_restore
     from priorflow.storage.outputs import OutputGroup
 
-    with cli_cluster("--nworkers", "2", "--nthreads", "1") as (address, workers):
-        assert check_cluster(ClusterConfig(address=address)) is None  # CPU workers: tasks ask for no GPU
-        with pytest.raises(PriorflowError, match=r"none of the 2 workers .* advertises a GPU.*--resources GPU=1"):
-            check_cluster(ClusterConfig(address=address, gpu=True))
-        nowhere = f"tcp://127.0.0.1:{free_port()}"
-        with pytest.raises(PriorflowError, match=f"cannot reach the Dask scheduler at {nowhere}"):
-            check_cluster(ClusterConfig(address=nowhere), connect_timeout=1)
+    with Client(dask_address, timeout=30) as client:
+        workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    assert check_cluster(ClusterConfig(address=dask_address)) is None  # CPU workers: tasks ask for no GPU
+    with pytest.raises(PriorflowError, match=r"none of the 2 workers .* advertises a GPU.*--resources GPU=1"):
+        check_cluster(ClusterConfig(address=dask_address, gpu=True))
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(PriorflowError, match=f"cannot reach the Dask scheduler at {nowhere}"):
+        check_cluster(ClusterConfig(address=nowhere), connect_timeout=1)
 
-        config = validate_config(digits_run(tmp_path, cluster={"address": address}))
-        result = run_restore(config)
+    config = validate_config(digits_run(tmp_path, cluster={"address": dask_address}))
+    result = run_restore(config)  # under the session's Prefect server
     summary = result["summary"]
     assert summary["shards_done"] == summary["shards"] == 3 and summary["samples"] == 12
     assert len(result["shards"]) == 3 and {r["worker"] for r in result["shards"]} <= workers
     assert len({r["worker"] for r in result["shards"]}) == 2  # both CLI-started workers took shards
     restored = OutputGroup.open(config.output).read("restored")
     assert restored.shape == (12, 1, 16, 16) and np.isfinite(restored).all()
+    with temporary_settings({PREFECT_API_URL: ""}):  # then runs under temporary servers of their own, one each
+        for name in ("first", "second"):  # 4 shards on 2 workers: each run reuses a worker of the one before
+            config = validate_config(digits_run(tmp_path / name, 8, shard_size=2, solver={"name": "mpgd", "steps": 10},
+                                                cluster={"address": dask_address}))
+            assert run_restore(config)["summary"]["shards_done"] == 4
 
 
 @pytest.mark.pipeline
@@ -207,3 +178,4 @@ def test_gpu_tasks_never_share_a_worker_gpu(tmp_path, prefect_server):
     assert len(spans) == 4 and all("priorflow-gpu" in tags for *_, tags in spans)
     assert not overlapping(spans), spans
     assert overlapping(solve_spans(two))  # the check can fail: sharing allowed, the two threads overlap
+

@@ -53,6 +53,7 @@ def test_solvers_command_lists_every_solver_with_its_defaults():
         assert f"{name}:" in result.output
     assert "auto: per operator: super_resolution 4.0" in result.output  # MPGD's scale
     assert "1000" in result.output and "0.5" in result.output  # DPS's steps and scale
+    assert "fp32 | bf16 | fp16" in result.output and "Literal" not in result.output  # a fixed set shows its values
     one = CliRunner().invoke(app, ["solvers", "mpgd"], env={"COLUMNS": "200"})
     assert one.exit_code == 0 and "scale" in one.output and "dmplug" not in one.output
     assert "priorflow solvers" in CliRunner().invoke(app, ["restore", "--help"], env={"COLUMNS": "200"}).output

@@ -35,8 +35,8 @@ def config_for(tmp_path, **overrides):
     return validate_config(digits_run(tmp_path, **overrides))
 
 
-def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
-    config = config_for(tmp_path)
+def test_restore_writes_everything_and_resumes(tmp_path, prefect_server, dask_address):
+    config = config_for(tmp_path, cluster={"address": dask_address})
     summary = run_restore(config)["summary"]
     out = OutputGroup.open(config.output)
     assert summary["shards_done"] == summary["shards"] == 3 and summary["samples"] == 12
@@ -75,7 +75,7 @@ def test_restore_writes_everything_and_resumes(tmp_path, prefect_server):
     assert np.array_equal(OutputGroup.open(config.output).read("restored"), before)
 
 
-def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_server):
+def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_server, dask_address):
     import zarr
 
     from priorflow.datasets import load_digits
@@ -85,7 +85,8 @@ def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_s
     zarr.create_array(str(tmp_path / "vol.zarr"), data=volumes, chunks=(1, 6, 16, 16))
     with pytest.raises(ShapeError, match="--layout volumes"):  # (2, 6, 16, 16) is not images of a 1-channel prior
         run_restore(config_for(tmp_path, input=str(tmp_path / "vol.zarr")))
-    config = config_for(tmp_path, input=str(tmp_path / "vol.zarr"), shard_size=4, layout="volumes")
+    config = config_for(tmp_path, input=str(tmp_path / "vol.zarr"), shard_size=4, layout="volumes",
+                        cluster={"address": dask_address})
     summary = run_restore(config)["summary"]
     out = OutputGroup.open(config.output)
     assert out.run["layout"] == "volumes" and summary["shards"] == 4  # 2 volumes x (4 + 2 slices)
@@ -94,16 +95,16 @@ def test_volumes_are_restored_slice_by_slice_and_reassembled(tmp_path, prefect_s
     assert np.array_equal(out.read("ground_truth"), volumes)
     assert np.isfinite(out.read("metrics/psnr")).all()
     columns = output_columns(out, 4)  # the artifact grid shows the first volume's first slices
-    assert columns["measurement"].shape == columns["restored"].shape == (4, 1, 16, 16)
-    assert np.array_equal(columns["ground_truth"][:, 0].numpy(), volumes[0, :4])
+    assert columns["measurement"].shape == (4, 1, 4, 4) and columns["restored"].shape == (4, 1, 16, 16)
+    assert np.array_equal(columns["ground truth"][:, 0].numpy(), volumes[0, :4])
 
 
-def test_a_grown_input_restores_only_its_new_samples(tmp_path, prefect_server):
+def test_a_grown_input_restores_only_its_new_samples(tmp_path, prefect_server, dask_address):
     import zarr
 
     from priorflow.datasets import load_digits
 
-    config = config_for(tmp_path, shard_size=4, cluster={"workers": 1})
+    config = config_for(tmp_path, shard_size=4, cluster={"address": dask_address})
     digits = load_digits("test", 16)[0][:10].numpy()
     source = zarr.open_array(config.input, mode="r+")
     source.resize((6, 1, 16, 16))  # the dataset as first seen: 6 images, the last shard half full
@@ -139,10 +140,16 @@ def test_run_artifacts(tmp_path, prefect_server):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
+    from priorflow.flows.progress import shown_by
     from priorflow.tasks.reduce import ARTIFACT_KEYS
 
-    config = config_for(tmp_path, shard_size=6, cluster={"workers": 1})
-    result = run_restore(config)
+    config = config_for(tmp_path, shard_size=6, cluster={"workers": 1}, solver={"name": "mpgd", "steps": 200})
+    seen: list[tuple[float, int]] = []
+    with shown_by(lambda solved, total: seen.append((solved, total))):
+        result = run_restore(config)
+    solved = [value for value, total in seen if total == 12]
+    assert solved == sorted(solved) and solved[-1] == 12  # the samples solved, counted up as the shards report
+    assert any(value % 6 for value in solved), seen  # within a shard, not only when it ends
     with get_client(sync_client=True) as client:
         mine = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[result["flow_run"]])))
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["priorflow-progress"])),
@@ -162,7 +169,7 @@ def test_run_artifacts(tmp_path, prefect_server):
     assert np.allclose(levels[1], mean_2x2(levels[0]), atol=1e-6)
 
 
-def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
+def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server, dask_address):
     """`prefect concurrency-limit create priorflow-solve 1` (priorflow-gpu on GPUs): one solver task at a time
     across all runs, even on two Dask workers."""
     from prefect.client.orchestration import get_client
@@ -173,7 +180,7 @@ def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
         TaskRunFilterFlowRunId,
     )
 
-    config = config_for(tmp_path, shard_size=4, cluster={"workers": 2})
+    config = config_for(tmp_path, shard_size=4, cluster={"address": dask_address})
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag="priorflow-solve", concurrency_limit=1)
         try:
@@ -185,3 +192,35 @@ def test_a_prefect_tag_limit_keeps_solver_tasks_apart(tmp_path, prefect_server):
     spans = sorted((t.start_time, t.end_time) for t in tasks if t.name.startswith("solve-shard"))
     assert result["summary"]["shards_done"] == 3 and len(spans) == 3
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+
+
+def test_a_run_resumes_however_its_input_is_spelled(tmp_path, prefect_server, dask_address, monkeypatch):
+    """Relative, ./-prefixed, absolute and file:// spellings of the input are one location: an unchanged run from
+    another directory resumes. An output recorded before locations were normalised (its fingerprint hashed the input
+    as spelled) resumes when rerun as it was, and from then on however the input is spelled."""
+    from priorflow.storage.location import RUN_ATTRIBUTE
+    from priorflow.tasks.plan import make_plan
+
+    config = config_for(tmp_path, solver={"name": "mpgd", "steps": 10}, cluster={"address": dask_address})
+    monkeypatch.chdir(tmp_path)
+    relative = config.model_copy(update={"input": "in.zarr"})
+    assert len(run_restore(relative)["shards"]) == 3
+    fingerprint = OutputGroup.open(config.output).run["fingerprint"]
+    for spelling in ("./in.zarr", str(tmp_path / "in.zarr"), f"file://{tmp_path}/in.zarr", f"{tmp_path}//in.zarr/"):
+        assert make_plan(config.model_copy(update={"input": spelling})).fingerprint == fingerprint
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_restore(config)["shards"] == []  # the absolute spelling, from another directory: nothing to solve
+
+    group = OutputGroup.open(config.output, read_only=False).group
+    record = dict(group.attrs[RUN_ATTRIBUTE])
+    sha = record["prior"]["sha256"]
+    legacy = relative.result_fingerprint(sha, spelled={"input": "in.zarr", "prior": "digits16", "autoencoder": None})
+    assert legacy != fingerprint
+    group.attrs[RUN_ATTRIBUTE] = record | {"fingerprint": legacy, "config": record["config"] | {"input": "in.zarr"}}
+    monkeypatch.chdir(tmp_path)
+    assert run_restore(relative)["shards"] == []  # rerun as it was: resumed, and its record updated
+    assert OutputGroup.open(config.output).run["fingerprint"] == fingerprint
+    with pytest.raises(RunConflict, match="another configuration"):  # a real change is still another configuration
+        make_plan(config.model_copy(update={"seed": 8}))

@@ -24,7 +24,7 @@ import yaml
 from priorflow.datasets import write_digits_array
 from priorflow.storage.outputs import OutputGroup
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 TRIALS = int(os.environ.get("PRIORFLOW_KILL_TRIALS", "1"))
 COMPARED = ("restored", "latents", "measurement", "ground_truth", "metrics/psnr", "metrics/iterations",

@@ -15,12 +15,11 @@ from priorflow.tasks.plan import make_plan
 from priorflow.tasks.shard import restore_shard
 
 pytestmark = pytest.mark.pipeline
-QUICK = ["--solver", "mpgd", "-s", "steps=10", "--workers", "1"]
 
 
-def restore(prefect_api_url: str, *args: str) -> None:
-    """`priorflow restore ...` in this process (against the session's Prefect server), on a LocalCluster."""
-    result = CliRunner().invoke(app, ["restore", *args])
+def restore(dask_address: str, *args: str) -> None:
+    """`priorflow restore ... --address` in this process (against the session's Prefect server), with a fast MPGD."""
+    result = CliRunner().invoke(app, ["restore", *args, "--solver", "mpgd", "-s", "steps=10", "--address", dask_address])
     assert result.exit_code == 0, result.output
 
 
@@ -31,11 +30,11 @@ def ngff_levels(url: str) -> list[tuple[tuple[int, ...], list[str]]]:
     return [(level.shape, axes) for level in levels]
 
 
-def test_a_64x64_input_with_the_16x16_prior_is_restored_in_tiles(tmp_path, prefect_api_url):
+def test_a_64x64_input_with_the_16x16_prior_is_restored_in_tiles(tmp_path, prefect_server, dask_address):
     source = write_digits_array(str(tmp_path / "pages.zarr"), "test", 3, kind="mosaics", size=64)
     out = str(tmp_path / "out.zarr")
-    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
-            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72", *QUICK)
+    restore(dask_address, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
+            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72")
     group = zarr.open_group(out, mode="r")
     run = group.attrs["priorflow_run"]
     tops, lefts = run["tiles"]
@@ -50,18 +49,18 @@ def test_a_64x64_input_with_the_16x16_prior_is_restored_in_tiles(tmp_path, prefe
                                 ((3, 1, 32, 32), ["sample", "channel", "y", "x"]),
                                 ((3, 1, 16, 16), ["sample", "channel", "y", "x"])]
     before = group["restored"][:]
-    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
-            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72", *QUICK)
+    restore(dask_address, source, out, "--mode", "benchmark", "--operator", "gaussian_blur", "-o", "kernel_size=7",
+            "-o", "sigma=1.0", "--noise", "gaussian", "-n", "sigma=0.05", "--shard-size", "72")
     summary = zarr.open_group(out, mode="r").attrs["priorflow_summary"]
     assert summary["samples"] == 3 and summary["shards"] == 2 and summary["nfe"]["count"] == 3 * tiles
     assert np.array_equal(zarr.open_group(out, mode="r")["restored"][:], before)  # the rerun resumed: nothing left
 
 
-def test_a_coupled_volume_from_the_command_line(tmp_path, prefect_api_url):
+def test_a_coupled_volume_from_the_command_line(tmp_path, prefect_server, dask_address):
     source = write_digits_array(str(tmp_path / "volumes.zarr"), "test", 2, kind="volumes", depth=6)
     out = str(tmp_path / "out.zarr")
-    restore(prefect_api_url, source, out, "--mode", "benchmark", "--operator", "inpainting", "-o", "fraction=0.5",
-            "--coupling", "0.5", "--coupling-halo", "1", "--shard-size", "3", *QUICK)
+    restore(dask_address, source, out, "--mode", "benchmark", "--operator", "inpainting", "-o", "fraction=0.5",
+            "--coupling", "0.5", "--coupling-halo", "1", "--shard-size", "3")
     group = zarr.open_group(out, mode="r")
     assert group.attrs["priorflow_run"]["config"]["coupling"] == {"weight": 0.5, "halo": 1}
     assert group["restored"].shape == (2, 6, 16, 16) and group["_done"][:].all()
@@ -105,7 +104,7 @@ def test_coupling_weight_zero_gives_todays_results_bit_for_bit(tmp_path):
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
-def test_a_ct_sinogram_input_from_the_command_line(tmp_path, prefect_api_url):
+def test_a_ct_sinogram_input_from_the_command_line(tmp_path, prefect_server, dask_address):
     """Measured sparse-view sinograms (deepinv's Radon transform, 8 angles) restored to images."""
     from priorflow.datasets import load_digits
     from priorflow.solvers import build_noise, build_operator, simulate_measurements
@@ -116,9 +115,25 @@ def test_a_ct_sinogram_input_from_the_command_line(tmp_path, prefect_api_url):
     source = str(tmp_path / "sinograms.zarr")
     zarr.create_array(source, data=sinograms.numpy())
     out = str(tmp_path / "out.zarr")
-    restore(prefect_api_url, source, out, "--operator", "ct", "-o", "angles=8", *QUICK)
+    restore(dask_address, source, out, "--operator", "ct", "-o", "angles=8")
     group = zarr.open_group(out, mode="r")
     assert sinograms.shape == (4, 1, 23, 8) and group["restored"].shape == (4, 1, 16, 16)
     assert np.isfinite(group["restored"][:]).all() and group["_done"][:].all()
     assert group.attrs["priorflow_run"]["config"]["operator"] == {"name": "ct", "params": {"angles": 8}}
     assert [shape for shape, _ in ngff_levels(out)] == [(4, 1, 16, 16), (4, 1, 8, 8), (4, 1, 4, 4)]
+
+
+def test_a_run_says_its_mode_and_sizes_before_it_starts(tmp_path):
+    """The README's sample data holds clean digits: restored without --mode benchmark they are taken as measurements
+    of images four times larger, solved in tiles. The plan says so in one line, and notes the likely mistake."""
+    source = write_digits_array(str(tmp_path / "digits.zarr"), "test", 4)
+    measured = make_plan(validate_config({"input": source, "output": str(tmp_path / "o.zarr"),
+                                          "operator": {"name": "super_resolution", "params": {"factor": 4}}}))
+    line = measured.describe()
+    assert line.startswith("measured mode: 4 images, measurements of 1x16x16, super_resolution(factor=4, method=bicubic)")
+    assert f"restored at 1x64x64 in {measured.geometry.tiles} tiles of 16x16 each" in line
+    assert len(measured.notes) == 1 and "--mode benchmark" in measured.notes[0]
+    benchmark = make_plan(validate_config({"input": source, "output": str(tmp_path / "o.zarr"), "mode": "benchmark",
+                                           "operator": {"name": "super_resolution", "params": {"factor": 4}}}))
+    assert benchmark.describe().startswith("benchmark mode: 4 images, clean images of 1x16x16") and not benchmark.notes
+    assert "restored at 1x16x16 by dmplug" in benchmark.describe()

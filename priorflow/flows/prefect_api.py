@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,6 +61,12 @@ def reap_with_this_process(*pids: int) -> None:
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
 def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     configured = PREFECT_API_URL.value()
@@ -70,7 +77,7 @@ def prefect_api(startup_timeout: int = 90) -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server = SubprocessASGIServer()
+    server = SubprocessASGIServer(_free_port())  # a server of its own: Prefect's default one may be another's
     server.start(timeout=startup_timeout)
     reap_with_this_process(server.server_process.pid)
     try:
@@ -99,18 +106,20 @@ class CurrentAPI(WorkerPlugin):
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def setup(self, worker: Any) -> None:
-        rebind_services(self.url)
+    async def setup(self, worker: Any) -> None:
+        await rebind_services(self.url)
 
 
 _BOUND: list[str] = []  # the API this process's Prefect services were last pointed at
 
 
-def rebind_services(url: str) -> None:
-    """Drain this process's Prefect services unless they already belong to `url` (they restart on next use)."""
+async def rebind_services(url: str) -> None:
+    """Drain this process's Prefect services unless they already belong to `url` (they restart on next use).
+
+    Called on the worker's event loop, where Prefect's `drain_all` returns an awaitable rather than blocking."""
     if _BOUND == [url]:
         return
     from prefect._internal.concurrency.services import _QueueServiceBase
 
-    _QueueServiceBase.drain_all(timeout=5, at_exit=False)
+    await _QueueServiceBase.drain_all(timeout=5, at_exit=False)
     _BOUND[:] = [url]

@@ -51,17 +51,22 @@ class LPIPSUnavailable(RuntimeError):
     """LPIPS cannot be computed honestly here (missing backbone weights or images too small)."""
 
 
-@functools.lru_cache(maxsize=1)
-def _lpips_model() -> torch.nn.Module:
-    path = alexnet_weights_path()
-    if not path.is_file():
-        raise LPIPSUnavailable(
-            f"LPIPS unavailable: AlexNet ImageNet weights not found at {path}. Copy {ALEXNET_WEIGHTS} "
-            f"(torchvision's AlexNet_Weights.IMAGENET1K_V1) there, or point TORCH_HOME at a cache that has it."
-        )
-    import lpips
+_LPIPS: dict[torch.device, torch.nn.Module] = {}
+"""The LPIPS network of each device, built once there (never moved: it is shared by every call on that device)."""
 
-    return lpips.LPIPS(net="alex", verbose=False).eval()
+
+def _lpips_model(device: torch.device) -> torch.nn.Module:
+    if device not in _LPIPS:
+        path = alexnet_weights_path()
+        if not path.is_file():
+            raise LPIPSUnavailable(
+                f"LPIPS unavailable: AlexNet ImageNet weights not found at {path}. Copy {ALEXNET_WEIGHTS} "
+                f"(torchvision's AlexNet_Weights.IMAGENET1K_V1) there, or point TORCH_HOME at a cache that has it."
+            )
+        import lpips
+
+        _LPIPS[device] = lpips.LPIPS(net="alex", verbose=False).eval().to(device)
+    return _LPIPS[device]
 
 
 def lpips_distance(x: Tensor, reference: Tensor) -> Tensor:
@@ -69,11 +74,11 @@ def lpips_distance(x: Tensor, reference: Tensor) -> Tensor:
     _pairs(x, reference)
     if min(x.shape[-2:]) < LPIPS_MIN_SIZE:
         raise LPIPSUnavailable(f"LPIPS unavailable: AlexNet LPIPS needs images of at least {LPIPS_MIN_SIZE} px, got {tuple(x.shape[-2:])}")
-    model = _lpips_model()
+    model = _lpips_model(x.device)
     if x.shape[1] == 1:
         x, reference = x.expand(-1, 3, -1, -1), reference.expand(-1, 3, -1, -1)
     with torch.no_grad():
-        return model.to(x.device)(x * 2 - 1, reference * 2 - 1).flatten().cpu().double()
+        return model(x * 2 - 1, reference * 2 - 1).flatten().cpu().double()
 
 
 def image_metrics(x: Tensor, reference: Tensor) -> dict[str, Tensor | None]:
