@@ -54,53 +54,60 @@ def tile_lines(grid: TileGrid) -> list[int]:
     return sorted({p for top in grid.tops for p in (top, top + grid.tile)} - {0, grid.height})
 
 
-@app.command()
-def run(count: int = 4, size: int = 40) -> None:
-    """`count` pages of `size` x `size` test digits per task."""
+def task_rows(task_name: str, solvers: tuple[str, ...] = SOLVERS, count: int = 4, size: int = 40) -> dict[str, dict]:
+    """Per solver, one task's row: its `count` pages solved tiled and the same tiles solved alone."""
     prior = bundled_prior("pixel", "cpu")
     truth = digit_mosaics("test", count, size, size, CELL)
     noise = build_noise(NOISE[0], **NOISE[1])
+    name, params = task(task_name)["operator"]
+    seeds = list(range(count))
+    whole = build_operator(name, (1, size, size), seeds, **params)
+    problem = simulate_measurements(truth, whole, noise, seeds, BENCHMARK_NOISE_SEED_OFFSET)
+    grid = TileGrid.plan((size, size), CELL, default_overlap(CELL, whole.margin, whole.measurement_step),
+                         whole.measurement_step)
+    tile_truth = grid.split(truth)
+    tile_seeds = list(range(len(tile_truth)))
+    tile_op = build_operator(name, (1, CELL, CELL), tile_seeds, **params)
+    alone_problem = simulate_measurements(tile_truth, tile_op, noise, tile_seeds, BENCHMARK_NOISE_SEED_OFFSET)
+    lines = tile_lines(grid)
+    rows = {}
+    for solver_name in solvers:
+        solver = build_solver(solver_name)
+        start = time.perf_counter()
+        tiled = solve_tiled(solver, prior, problem, tile_seeds, grid)
+        tiled_s = time.perf_counter() - start
+        start = time.perf_counter()
+        alone = solver.solve(prior, alone_problem, tile_seeds)
+        alone_s = time.perf_counter() - start
+        stitched, alone_stitched = tiled.x.cpu(), grid.stitch(alone.x.cpu(), "cosine")
+        uniform = grid.stitch(tiled.tiles.x.cpu(), "uniform")
+        rows[solver_name] = {
+            "tiles_per_image": grid.count, "overlap": grid.overlap,
+            "tiled_tile_psnr": float(psnr(grid.split(stitched), tile_truth).mean()),
+            "alone_tile_psnr": float(psnr(alone.x.cpu(), tile_truth).mean()),
+            "tiled_psnr": float(psnr(stitched, truth).mean()),
+            "tiled_uniform_psnr": float(psnr(uniform, truth).mean()),
+            "alone_stitched_psnr": float(psnr(alone_stitched, truth).mean()),
+            "tiled_seam": seam_ratio(stitched, lines),
+            "tiled_uniform_seam": seam_ratio(uniform, lines),
+            "alone_stitched_seam": seam_ratio(alone_stitched, lines),
+            "truth_seam": seam_ratio(truth, lines),
+            "nfe_per_tile": float(tiled.tiles.nfe.float().mean()),
+            "tiled_seconds": tiled_s, "alone_seconds": alone_s,
+        }
+        print(task_name, solver_name, json.dumps({k: round(v, 3) for k, v in rows[solver_name].items()}), flush=True)
+    return rows
+
+
+@app.command()
+def run(count: int = 4, size: int = 40) -> None:
+    """`count` pages of `size` x `size` test digits per task."""
     records = {}
     for task_name in TASKS:
-        name, params = task(task_name)["operator"]
-        seeds = list(range(count))
-        whole = build_operator(name, (1, size, size), seeds, **params)
-        problem = simulate_measurements(truth, whole, noise, seeds, BENCHMARK_NOISE_SEED_OFFSET)
-        grid = TileGrid.plan((size, size), CELL, default_overlap(CELL, whole.margin, whole.measurement_step),
-                             whole.measurement_step)
-        tile_truth = grid.split(truth)
-        tile_seeds = list(range(len(tile_truth)))
-        tile_op = build_operator(name, (1, CELL, CELL), tile_seeds, **params)
-        alone_problem = simulate_measurements(tile_truth, tile_op, noise, tile_seeds, BENCHMARK_NOISE_SEED_OFFSET)
-        lines = tile_lines(grid)
-        for solver_name in SOLVERS:
-            solver = build_solver(solver_name)
-            start = time.perf_counter()
-            tiled = solve_tiled(solver, prior, problem, tile_seeds, grid)
-            tiled_s = time.perf_counter() - start
-            start = time.perf_counter()
-            alone = solver.solve(prior, alone_problem, tile_seeds)
-            alone_s = time.perf_counter() - start
-            stitched, alone_stitched = tiled.x.cpu(), grid.stitch(alone.x.cpu(), "cosine")
-            uniform = grid.stitch(tiled.tiles.x.cpu(), "uniform")
-            row = {
-                "tiles_per_image": grid.count, "overlap": grid.overlap,
-                "tiled_tile_psnr": float(psnr(grid.split(stitched), tile_truth).mean()),
-                "alone_tile_psnr": float(psnr(alone.x.cpu(), tile_truth).mean()),
-                "tiled_psnr": float(psnr(stitched, truth).mean()),
-                "tiled_uniform_psnr": float(psnr(uniform, truth).mean()),
-                "alone_stitched_psnr": float(psnr(alone_stitched, truth).mean()),
-                "tiled_seam": seam_ratio(stitched, lines),
-                "tiled_uniform_seam": seam_ratio(uniform, lines),
-                "alone_stitched_seam": seam_ratio(alone_stitched, lines),
-                "truth_seam": seam_ratio(truth, lines),
-                "nfe_per_tile": float(tiled.tiles.nfe.float().mean()),
-                "tiled_seconds": tiled_s, "alone_seconds": alone_s,
-            }
+        for solver_name, row in task_rows(task_name, SOLVERS, count, size).items():
             records[f"{task_name}.{solver_name}"] = row
-            print(task_name, solver_name, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
-            OUT.parent.mkdir(exist_ok=True)
-            OUT.write_text(json.dumps({"count": count, "size": size, "records": records}, indent=1))
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps({"count": count, "size": size, "records": records}, indent=1))
 
 
 @app.command()

@@ -134,6 +134,11 @@ class RunConfig(BaseModel):
         return {"input": normalize_url(self.input), "prior": _local_path(self.prior, BUNDLED_PRIORS),
                 "autoencoder": None if self.autoencoder is None else _local_path(self.autoencoder, BUNDLED_AUTOENCODERS)}
 
+    def located(self) -> RunConfig:
+        """This configuration with its locations canonical (`locations()`, the output's URL normalised too): what
+        shard tasks are given, so that workers whose working directory is not the driver's find them."""
+        return self.model_copy(update=self.locations() | {"output": normalize_url(self.output)})
+
     def result_fingerprint(self, prior_sha256: str, spelled: dict[str, str | None] | None = None) -> str:
         """Hash of everything that determines the results (not where they go or which machines run them), with its
         `locations()`, so that a run resumes however they are spelled; options left to "auto" count with the value

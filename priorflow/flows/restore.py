@@ -96,7 +96,7 @@ def restore(config: RunConfig, overwrite: bool = False, plan: RunPlan | None = N
     logger = get_run_logger()
     if plan is None:
         plan = plan_run(config, overwrite)
-    elif plan.config != config:
+    elif plan.config != config.located():
         raise PriorflowError("the plan given to the restore flow is not the plan of its configuration")
     with held(plan.output, owner=f"flow run {runtime.flow_run.id}") as lease:
         plan = prepare_output(plan, overwrite)

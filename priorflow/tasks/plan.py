@@ -31,7 +31,7 @@ class RunPlan(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    config: RunConfig
+    config: RunConfig  # its locations canonical: workers in another directory than the driver find them too
     layout: SampleLayout  # of the input
     geometry: Geometry
     solver: SolverConfig  # "auto" options resolved for the operator, and a trace of about `snapshots` latents
@@ -103,11 +103,12 @@ def make_plan(config: RunConfig, overwrite: bool = False, device: str | None = N
     identity = {k: prior.identity[k] for k in ("name", "path", "sha256", "kind")}
     if "autoencoder" in prior.identity:
         identity["autoencoder"] = prior.identity["autoencoder"]
-    plan = RunPlan(config=config, layout=source.layout, geometry=geometry, solver=solver,
+    located = config.located()
+    plan = RunPlan(config=located, layout=source.layout, geometry=geometry, solver=solver,
                    fingerprint=config.result_fingerprint(prior.identity["sha256"]), prior=identity,
                    prior_space=prior.space_shape, operator=at_prior.spec(), device=device or config.device,
                    gpu_share=gpu_share)
-    found = OutputGroup.check(plan.output, config.input, plan.fingerprint, overwrite, plan.same_run)
+    found = OutputGroup.check(plan.output, located.input, plan.fingerprint, overwrite, plan.same_run)
     notes = ()
     if config.mode == "measured" and source.clean_images:
         notes = (f"{source.url} holds clean images (written by `priorflow sample-data`), and this run takes its "

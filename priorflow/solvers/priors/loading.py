@@ -14,7 +14,7 @@ from torch import nn
 
 from priorflow.errors import PriorLoadError
 from priorflow.solvers.device import resolve_device
-from priorflow.solvers.priors.autoencoder import load_autoencoder
+from priorflow.solvers.priors.autoencoder import Autoencoder, load_autoencoder
 from priorflow.solvers.priors.checkpoints import load_adm_checkpoint
 from priorflow.solvers.priors.diffusion import NoiseSchedule
 from priorflow.solvers.priors.files import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_json, sha256_file
@@ -81,6 +81,44 @@ def _autoencoder_folder(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _read_network(root: Path) -> tuple[nn.Module, Any, NoiseSchedule, str, dict[str, Any]]:
+    """The denoiser of a prior file or folder: network, config, noise schedule, weights' sha256 and metadata."""
+    if root.is_file():
+        network, metadata = load_adm_checkpoint(root)
+        return network, network.config, NoiseSchedule.linear(), metadata["sha256"], metadata
+    if not root.is_dir():
+        raise PriorLoadError(f"prior {root} does not exist")
+    folder = root if (root / CONFIG_FILE).is_file() else root / "unet"
+    if not (folder / CONFIG_FILE).is_file():
+        raise PriorLoadError(
+            f"no diffusion prior at {root}: expected a diffusers UNet2DModel folder with {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, a pipeline folder with unet/ inside, or an ADM checkpoint file"
+        )
+    network, config, weights = _load_unet(folder)
+    metadata = read_json(root / METADATA_FILE) if (root / METADATA_FILE).is_file() else {}
+    return network, config, _schedule(root), sha256_file(weights), metadata
+
+
+def _checked_autoencoder(root: Path, own: Path | None, given: str | Path | None, space_shape: tuple[int, int, int],
+                         target: torch.device, scaling_factor: float | None) -> Autoencoder | None:
+    """A latent prior's own autoencoder or the one given for MPGD's projections, checked against the prior."""
+    if own is not None and given is not None:
+        raise PriorLoadError(f"{root} is a latent prior with its own autoencoder ({own.name}/); "
+                             "an autoencoder for MPGD's projections goes with a pixel prior")
+    path = own or given
+    if path is None:
+        if scaling_factor is not None:
+            raise PriorLoadError("a scaling factor applies to an autoencoder, and this prior has none")
+        return None
+    ae = load_autoencoder(path, target, scaling_factor)
+    if own is None:
+        ae.latent_shape(space_shape)  # raises if the autoencoder does not fit the prior's images
+    elif ae.latent_channels != space_shape[0]:
+        raise PriorLoadError(f"{root}: the UNet works on {space_shape[0]}-channel latents, but {own.name}/ "
+                             f"makes {ae.latent_channels}-channel ones")
+    return ae
+
+
 def load_prior(
     path: str | Path,
     device: torch.device | str = "auto",
@@ -96,39 +134,10 @@ def load_prior(
     """
     root = Path(path)
     target = resolve_device(device)
-    if root.is_file():
-        network, adm_metadata = load_adm_checkpoint(root)
-        config = network.config
-        schedule, weights_sha, metadata = NoiseSchedule.linear(), adm_metadata["sha256"], adm_metadata
-    elif root.is_dir():
-        folder = root if (root / CONFIG_FILE).is_file() else root / "unet"
-        if not (folder / CONFIG_FILE).is_file():
-            raise PriorLoadError(
-                f"no diffusion prior at {root}: expected a diffusers UNet2DModel folder with {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE}, a pipeline folder with unet/ inside, or an ADM checkpoint file"
-            )
-        network, config, weights = _load_unet(folder)
-        schedule, weights_sha = _schedule(root), sha256_file(weights)
-        metadata = read_json(root / METADATA_FILE) if (root / METADATA_FILE).is_file() else {}
-    else:
-        raise PriorLoadError(f"prior {root} does not exist")
-
+    network, config, schedule, weights_sha, metadata = _read_network(root)
     space_shape = _space_shape(dict(config))
     own_autoencoder = _autoencoder_folder(root) if root.is_dir() else None
-    if own_autoencoder is not None and autoencoder is not None:
-        raise PriorLoadError(f"{root} is a latent prior with its own autoencoder ({own_autoencoder.name}/); "
-                             "an autoencoder for MPGD's projections goes with a pixel prior")
-    ae_path = own_autoencoder or autoencoder
-    ae = load_autoencoder(ae_path, target, scaling_factor) if ae_path is not None else None
-    if ae is not None and own_autoencoder is not None:
-        if ae.latent_channels != space_shape[0]:
-            raise PriorLoadError(f"{root}: the UNet works on {space_shape[0]}-channel latents, but {own_autoencoder.name}/ "
-                                 f"makes {ae.latent_channels}-channel ones")
-    elif ae is not None:
-        ae.latent_shape(space_shape)  # raises if the autoencoder does not fit the prior's images
-    elif scaling_factor is not None:
-        raise PriorLoadError("a scaling factor applies to an autoencoder, and this prior has none")
-
+    ae = _checked_autoencoder(root, own_autoencoder, autoencoder, space_shape, target, scaling_factor)
     identity = {
         "path": str(root.resolve()),
         "name": metadata.get("name", root.stem if root.is_file() else root.name),
@@ -140,8 +149,6 @@ def load_prior(
         identity["autoencoder"] = ae.identity
     network.eval().requires_grad_(False).to(target)
     return DiffusionPrior(network, schedule, space_shape, identity, ae, latent=own_autoencoder is not None)
-
-
 class PriorCache:
     """Priors loaded once and shared by every solve of a process, by what loaded them (path, device, autoencoder,
     scaling factor). Sharing is safe because a DiffusionPrior is frozen and nothing in priorflow moves or changes a
