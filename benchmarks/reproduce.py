@@ -180,6 +180,9 @@ ROWS: dict[str, tuple[str, dict[str, str], Callable[[], dict[str, str]]]] = {
 def run(sections: str = typer.Option(",".join(ROWS), help="Comma-separated sections to rerun.")) -> None:
     """Rerun the chosen rows, write out/reproduce.json (kept across partial reruns) and the RESULTS.md section."""
     torch.set_num_threads(1)
+    unknown = set(sections.split(",")) - set(ROWS)
+    if unknown:
+        raise typer.BadParameter(f"no section {', '.join(sorted(unknown))}; the sections: {', '.join(ROWS)}")
     record = json.loads(OUT.read_text()) if OUT.exists() else {}
     for section in sections.split(","):
         label, recorded, rerun = ROWS[section]

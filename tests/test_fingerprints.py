@@ -54,4 +54,6 @@ RECORDED = {
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_recorded_configurations_keep_their_fingerprints(name):
-    assert RunConfig.model_validate(CONFIGS[name]).result_fingerprint("ab" * 32) == RECORDED[name]
+    config = RunConfig.model_validate(CONFIGS[name])
+    assert config.result_fingerprint("ab" * 32) == RECORDED[name]
+    assert config.located().result_fingerprint("ab" * 32) == RECORDED[name]  # as the shard tasks are given it
