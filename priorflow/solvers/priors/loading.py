@@ -149,6 +149,8 @@ def load_prior(
         identity["autoencoder"] = ae.identity
     network.eval().requires_grad_(False).to(target)
     return DiffusionPrior(network, schedule, space_shape, identity, ae, latent=own_autoencoder is not None)
+
+
 class PriorCache:
     """Priors loaded once and shared by every solve of a process, by what loaded them (path, device, autoencoder,
     scaling factor). Sharing is safe because a DiffusionPrior is frozen and nothing in priorflow moves or changes a
