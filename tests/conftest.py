@@ -243,6 +243,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """End a process started in its own session, and its children: SIGTERM, then SIGKILL after `timeout`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextlib.contextmanager
 def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
     """`dask scheduler` and `dask worker ...` started from the command line; their address and worker addresses."""
@@ -263,14 +274,8 @@ def cli_cluster(*worker_args: str) -> Iterator[tuple[str, set[str]]]:
             workers = set(client.scheduler_info(n_workers=-1)["workers"])
         yield address, workers
     finally:
-        for process in reversed(processes):
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        for process in reversed(processes):  # workers first, then the scheduler
+            stop(process, timeout=20)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from conftest import digits_run
+from conftest import digits_run, free_port, stop
 
 from priorflow.datasets import load_digits
 from priorflow.storage.outputs import OutputGroup
@@ -28,12 +26,6 @@ pytestmark = pytest.mark.pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 1.0) -> None:
@@ -47,16 +39,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: fl
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A background process in its own session, so that it and its children can be stopped together."""
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")
