@@ -3,14 +3,15 @@
 # listening on 127.0.0.1 only. Data lives in RAM and is gone when it stops.
 #
 #   scripts/local-s3.sh install          # apt packages (radosgw ceph-mon ceph-osd), once per machine
-#   scripts/local-s3.sh start DIR [PORT] # prints the environment to export (endpoint, keys, region)
+#   scripts/local-s3.sh start DIR [PORT [MON_PORT]]  # prints the environment to export (endpoint, keys, region);
+#                                        # the monitor listens on MON_PORT, PORT + 1 unless given
 #   scripts/local-s3.sh stop DIR
 set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
 rgw_port=${3:-7480}
-mon_port=$((rgw_port + 1))
+mon_port=${4:-$((rgw_port + 1))}
 access_key=priorflowtest
 secret_key=priorflowtestsecret
 
@@ -121,5 +122,5 @@ case "$cmd" in
     install) install ;;
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 install | start DIR [PORT] | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 install | start DIR [PORT [MON_PORT]] | stop DIR" >&2; exit 2 ;;
 esac

@@ -211,12 +211,19 @@ def local_s3(tmp_path_factory: pytest.TempPathFactory):
         if os.environ.get("PRIORFLOW_REQUIRE_S3"):
             pytest.fail("radosgw is not installed: run scripts/local-s3.sh install (make test does)")
         pytest.skip("radosgw is not installed (scripts/local-s3.sh install)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     folder = tmp_path_factory.mktemp("ceph")
     script = Path(__file__).resolve().parents[1] / "scripts" / "local-s3.sh"
-    started = subprocess.run(["bash", str(script), "start", str(folder), str(port)], capture_output=True, text=True, timeout=300)
+    for _ in range(3):
+        # two ports asked of the kernel at once are distinct; a worker of another test may still take one before
+        # the gateway or the monitor binds it (CI lost that race once), so a failed start is retried on new ports
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            ports = [str(a.getsockname()[1]), str(b.getsockname()[1])]
+        started = subprocess.run(["bash", str(script), "start", str(folder), *ports], capture_output=True, text=True, timeout=300)
+        if started.returncode == 0:
+            break
+        subprocess.run(["bash", str(script), "stop", str(folder)], timeout=60)
     if started.returncode != 0:
         pytest.fail(f"local S3 did not start: {started.stderr[-2000:]}")
     env = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.split("\n") if line.startswith("export "))
